@@ -97,30 +97,12 @@ class ForwardOutput:
     last_logits: torch.Tensor | None  # [B, V] float32
 
 
-def _block_returns_tuple(adapter: ModelAdapter) -> bool:
-    cached = getattr(adapter, "_returns_tuple", None)
-    if cached is not None:
-        return bool(cached)
-    seen: list[bool] = []
-    handle = adapter.layers[0].register_forward_hook(
-        lambda _m, _a, out: seen.append(not isinstance(out, torch.Tensor))
-    )
-    try:
-        with torch.inference_mode():
-            probe = torch.tensor([[adapter.tokenizer.pad_token_id or 0]], device=adapter.device)
-            adapter.model(input_ids=probe, use_cache=False)
-    finally:
-        handle.remove()
-    object.__setattr__(adapter, "_returns_tuple", seen[0])
-    return seen[0]
-
-
 @contextmanager
 def _skip_blocks_before(adapter: ModelAdapter, start_layer: int) -> Iterator[None]:
     if start_layer <= 0:
         yield
         return
-    returns_tuple = _block_returns_tuple(adapter)
+    returns_tuple = adapter.block_returns_tuple
     originals = [adapter.layers[i] for i in range(start_layer)]
     try:
         for i, block in enumerate(originals):

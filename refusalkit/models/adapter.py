@@ -40,6 +40,7 @@ class ModelAdapter:
     attention_modules: list[nn.Module]
     mlp_modules: list[nn.Module]
     layers_path: str
+    block_returns_tuple: bool  # decoder blocks return (hidden, ...) (older transformers) or a tensor
 
     @property
     def n_layers(self) -> int:
@@ -118,6 +119,21 @@ def _find_child(block: nn.Module, pattern: re.Pattern[str], override: str | None
     )
 
 
+def _probe_block_return(model: nn.Module, layers: nn.ModuleList) -> bool:
+    """Run one token through the model to see how a decoder block returns its output."""
+    seen: list[bool] = []
+    handle = layers[0].register_forward_hook(
+        lambda _m, _a, out: seen.append(not isinstance(out, torch.Tensor))
+    )
+    try:
+        with torch.inference_mode():
+            device = next(model.parameters()).device
+            model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device), use_cache=False)
+    finally:
+        handle.remove()
+    return bool(seen and seen[0])
+
+
 def build_adapter(
     model: nn.Module, tokenizer: Any, name: str, override: ArchitectureOverride | None = None
 ) -> ModelAdapter:
@@ -126,6 +142,7 @@ def build_adapter(
     attention = [_find_child(b, _ATTENTION_NAME, override.attention, "attention") for b in layers]
     mlp = [_find_child(b, _MLP_NAME, override.mlp, "mlp") for b in layers]
     return ModelAdapter(
+        block_returns_tuple=_probe_block_return(model, layers),
         model=model,
         tokenizer=tokenizer,
         name=name,

@@ -1,0 +1,5 @@
+import sys
+
+from refusalkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,188 @@
+"""Command line: ``refusalkit run`` (the whole pipeline) and ``refusalkit models``.
+
+A thin layer over :mod:`refusalkit.pipeline`: it parses options into a :class:`RunConfig`, shows
+progress, prints a short summary, and turns every :class:`RefusalkitError` into one line on stderr
+and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, NoReturn
+
+from refusalkit.config import CPU_DEFAULTS, PAPER_SIZES, RunConfig
+from refusalkit.errors import RefusalkitError
+from refusalkit.models.registry import DEFAULT_MODEL, EMBEDDED_MODELS
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, no usage dump: say what is wrong and where to look.
+        self.exit(2, f"refusalkit: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got '{text}'") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    return value
+
+
+def _layer_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers, got '{text}'") from None
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    data = parser.add_argument_group("model and data")
+    data.add_argument("--model", default=DEFAULT_MODEL,
+                      help=f"embedded model ({', '.join(EMBEDDED_MODELS)}), local model directory, "
+                      ".gguf file or hub id (default: %(default)s)")
+    data.add_argument("--harmful", metavar="FILE", help="harmful prompts (.txt/.csv/.json/.jsonl); default: built-in set")
+    data.add_argument("--harmless", metavar="FILE", help="harmless prompts; default: built-in set")
+    data.add_argument("--column", help="prompt column in --harmful/--harmless files (default: detected)")
+    data.add_argument("--system-prompt", default="none",
+                      help="'none' (papers' setting; a default the template injects is removed), "
+                      "'default' (the template's own), or a system prompt text (default: none)")
+    sizes = parser.add_argument_group("sizes (per class)")
+    sizes.add_argument("--n-train", type=_positive_int, default=None,
+                       help=f"train prompts per class (default {CPU_DEFAULTS['n_train']}; paper 180)")
+    sizes.add_argument("--n-val", type=_positive_int, default=None,
+                       help=f"validation prompts per class (default {CPU_DEFAULTS['n_val']}; paper 100)")
+    sizes.add_argument("--n-test", type=_positive_int, default=CPU_DEFAULTS["n_test"],
+                       help="test prompts per class (default %(default)s)")
+    sizes.add_argument("--paper", action="store_true", help="the paper's sizes: 180 train and 100 val per class")
+    sizes.add_argument("--max-new-tokens", type=_positive_int, default=48,
+                       help="tokens generated per test prompt (default %(default)s)")
+    sizes.add_argument("--batch-size", type=_positive_int, default=32, help="prompts per forward (default %(default)s)")
+    sizes.add_argument("--seed", type=int, default=0, help="split seed (default %(default)s)")
+    method = parser.add_argument_group("COSMIC selection")
+    method.add_argument("--steering", choices=("lce", "ace"), default="lce",
+                        help="lce: ablation everywhere + addition at the layer; ace: affine concept editing")
+    method.add_argument("--l-low-fraction", type=_fraction, default=0.1,
+                        help="fraction of layers used as evaluation layers (default %(default)s)")
+    method.add_argument("--l-low-second-half", action="store_true",
+                        help="take evaluation layers from the second half only (weakly aligned models)")
+    method.add_argument("--l-low-layers", type=_layer_list, help="explicit evaluation layers, e.g. 12,14")
+    method.add_argument("--aggregation", choices=("mean", "concat"), default="mean",
+                        help="combine L_low layers by mean (reference code) or concat (paper text)")
+    method.add_argument("--prune-layer-fraction", type=_fraction, default=0.2,
+                        help="drop candidates in this last fraction of layers (default %(default)s)")
+    method.add_argument("--kl-threshold", type=_fraction, default=0.1,
+                        help="drop candidates whose KL on harmless prompts exceeds this (default %(default)s)")
+    method.add_argument("--no-median-peak-filter", action="store_true",
+                        help="disable the median-peak filter for position -1")
+    runtime = parser.add_argument_group("runtime")
+    runtime.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default %(default)s)")
+    runtime.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                         help="auto = bfloat16 on GPU, float32 on CPU")
+    runtime.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
+    runtime.add_argument("--layers-path", help="dotted path of the decoder block list, e.g. model.layers")
+    runtime.add_argument("--attention-path", help="attention sub-module name inside a block, e.g. self_attn")
+    runtime.add_argument("--mlp-path", help="MLP sub-module name inside a block, e.g. mlp")
+    runtime.add_argument("--out", type=Path, help="run directory (default: refusalkit-runs/<time>-<model>)")
+    runtime.add_argument("--force", action="store_true", help="replace an existing run directory")
+    runtime.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="refusalkit", description="Find, choose, use and audit refusal directions.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run_parser = commands.add_parser("run", help="extract candidates, select with COSMIC, evaluate, report")
+    _add_run_options(run_parser)
+    commands.add_parser("models", help="list the embedded models")
+    prepare = commands.add_parser("prepare", help="download and convert an embedded model now")
+    prepare.add_argument("model", nargs="?", default=DEFAULT_MODEL, choices=sorted(EMBEDDED_MODELS))
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    n_train = args.n_train or (PAPER_SIZES["n_train"] if args.paper else CPU_DEFAULTS["n_train"])
+    n_val = args.n_val or (PAPER_SIZES["n_val"] if args.paper else CPU_DEFAULTS["n_val"])
+    return RunConfig(
+        model=args.model, harmful=args.harmful, harmless=args.harmless, column=args.column,
+        system_prompt=args.system_prompt, steering=args.steering, n_train=n_train, n_val=n_val,
+        n_test=args.n_test, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
+        seed=args.seed, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+        layers_path=args.layers_path, attention_path=args.attention_path, mlp_path=args.mlp_path,
+        l_low_fraction=args.l_low_fraction, l_low_second_half=args.l_low_second_half,
+        l_low_layers=args.l_low_layers, aggregation=args.aggregation,
+        prune_layer_fraction=args.prune_layer_fraction, kl_threshold=args.kl_threshold,
+        median_peak_filter=not args.no_median_peak_filter,
+    )  # fmt: skip
+
+
+def _default_out(model: str) -> Path:
+    slug = "".join(c if c.isalnum() or c in ".-" else "-" for c in Path(model).name or model)
+    return Path("refusalkit-runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    selection, evaluation = summary["selection"], summary["evaluation"]
+    lines = [
+        f"COSMIC-{selection['steering'].upper()} selected position {selection['position']}, "
+        f"layer {selection['layer']} (score {selection['score']:.4f}, KL {selection['kl']:.4f}; "
+        f"{selection['n_kept']} of {selection['n_candidates']} candidates kept by the filters)",
+    ]
+    for label, verb in (("harmful", "removal"), ("harmless", "addition")):
+        block = evaluation[label]
+        lines.append(
+            f"  {label:8s} refusal: baseline {block['baseline_refusal_rate']:.2f} "
+            f"({block['baseline_refusal_count']}/{block['n']}) -> with {verb} "
+            f"{block['intervention_refusal_rate']:.2f} ({block['intervention_refusal_count']}/{block['n']})"
+        )
+    lines.append(f"run directory: {out}  (summary.json, report.md; {summary['seconds']} s)")
+    print("\n".join(lines))  # noqa: T201 - the CLI's own output
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="refusalkit: %(message)s")
+    for noisy in ("transformers", "accelerate", "urllib3", "httpx", "huggingface_hub"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    try:
+        if args.command == "models":
+            for name, model in EMBEDDED_MODELS.items():
+                print(f"{name}{' (default)' if name == DEFAULT_MODEL else ''}: {model.description}")  # noqa: T201
+            return 0
+        if args.command == "prepare":
+            from refusalkit.models.registry import prepare_embedded
+
+            print(prepare_embedded(args.model))  # noqa: T201
+            return 0
+        from refusalkit import progress
+        from refusalkit.pipeline import run
+
+        progress.set_enabled(not args.quiet)
+        config = config_from_args(args)
+        out = args.out or _default_out(config.model)
+        summary = run(config, out, force=args.force)
+        _print_summary(summary, out)
+        return 0
+    except RefusalkitError as error:
+        print(f"refusalkit: error: {error}", file=sys.stderr)  # noqa: T201
+        return 2
+    except KeyboardInterrupt:
+        print("refusalkit: interrupted; re-run the same command to resume", file=sys.stderr)  # noqa: T201
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

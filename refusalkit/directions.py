@@ -1,0 +1,92 @@
+"""Difference-in-means candidate directions at every post-instruction position and layer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from refusalkit.activations import EncodedBatch, forward
+from refusalkit.io import read_tensors, write_tensors
+from refusalkit.models.adapter import ModelAdapter
+from refusalkit.progress import track
+
+
+@dataclass
+class CandidateSet:
+    """``r[i, l] = μ⁺[i, l] − μ⁻[i, l]`` for positions ``-P..-1`` (axis 0) and layers (axis 1).
+
+    Means are accumulated in float64 over block inputs. ``harmless_means`` is μ⁻, the ACE
+    reference, kept so any candidate can be re-applied later.
+    """
+
+    harmful_means: torch.Tensor  # [P, L, d] float64
+    harmless_means: torch.Tensor  # [P, L, d] float64
+
+    @property
+    def directions(self) -> torch.Tensor:
+        return self.harmful_means - self.harmless_means
+
+    @property
+    def n_positions(self) -> int:
+        return int(self.harmful_means.shape[0])
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.harmful_means.shape[1])
+
+    @property
+    def positions(self) -> list[int]:
+        return list(range(-self.n_positions, 0))
+
+    def direction(self, position: int, layer: int) -> torch.Tensor:
+        return self.directions[position, layer].float()
+
+    def reference(self, position: int, layer: int) -> torch.Tensor:
+        return self.harmless_means[position, layer].float()
+
+    def save(self, path: Path) -> None:
+        write_tensors(
+            path,
+            {
+                "directions": self.directions,
+                "harmful_means": self.harmful_means,
+                "harmless_means": self.harmless_means,
+            },
+            {"layout": "[position -P..-1, layer (block input), hidden]"},
+        )
+
+    @staticmethod
+    def load(path: Path) -> CandidateSet:
+        tensors = read_tensors(path)
+        return CandidateSet(tensors["harmful_means"], tensors["harmless_means"])
+
+
+def mean_activations(
+    adapter: ModelAdapter, batches: Sequence[EncodedBatch], positions: Sequence[int], description: str
+) -> torch.Tensor:
+    """Mean block input over prompts, float64, shape ``[len(positions), L, d]``."""
+    layers = list(range(adapter.n_layers))
+    total = torch.zeros(len(positions), adapter.n_layers, adapter.hidden_size, dtype=torch.float64)
+    count = 0
+    for batch in track(batches, description):
+        readings = forward(adapter, batch, read_layers=layers, positions=positions).readings
+        for layer in layers:
+            total[:, layer] += readings[layer].double().sum(0).cpu()
+        count += batch.size
+    return total / count
+
+
+def compute_candidates(
+    adapter: ModelAdapter,
+    harmful: Sequence[EncodedBatch],
+    harmless: Sequence[EncodedBatch],
+    n_positions: int,
+) -> CandidateSet:
+    positions = list(range(-n_positions, 0))
+    return CandidateSet(
+        harmful_means=mean_activations(adapter, harmful, positions, "candidates: harmful train"),
+        harmless_means=mean_activations(adapter, harmless, positions, "candidates: harmless train"),
+    )

@@ -1,0 +1,23 @@
+"""Direction selection: COSMIC (the default)."""
+
+from refusalkit.selection.cosmic import (
+    CandidateRecord,
+    CosmicSettings,
+    EvaluationLayers,
+    SelectionOutcome,
+    low_similarity_layers,
+    select,
+)
+from refusalkit.selection.engine import CosmicEngine, addition, removal
+
+__all__ = [
+    "CandidateRecord",
+    "CosmicEngine",
+    "CosmicSettings",
+    "EvaluationLayers",
+    "SelectionOutcome",
+    "addition",
+    "low_similarity_layers",
+    "removal",
+    "select",
+]

@@ -1,0 +1,204 @@
+"""COSMIC selection (Siu et al., ACL Findings 2025), the pure part: evaluation layers, cosine
+scores and the filters of SPEC §3, over already computed numbers. No model access here."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from refusalkit.errors import RefusalkitError
+
+
+@dataclass(frozen=True)
+class CosmicSettings:
+    steering: str = "lce"  # "lce": ablation everywhere + actadd at l; "ace": affine edit at l
+    l_low_fraction: float = 0.1  # fraction of layers with the lowest harmful/harmless similarity
+    l_low_second_half: bool = False  # restrict L_low to the second half (weakly aligned models)
+    l_low_layers: tuple[int, ...] | None = None  # explicit L_low, overriding the two above
+    aggregation: str = "mean"  # "mean" over L_low layers (reference code) or "concat" (paper text)
+    prune_layer_fraction: float = 0.2  # drop candidates at layers >= floor((1 - f) * L)
+    kl_threshold: float = 0.1
+    median_peak_filter: bool = True
+
+    def __post_init__(self) -> None:
+        if self.steering not in ("lce", "ace"):
+            raise RefusalkitError(f"invalid steering '{self.steering}': use lce or ace")
+        if self.aggregation not in ("mean", "concat"):
+            raise RefusalkitError(f"invalid aggregation '{self.aggregation}': use mean or concat")
+        if not 0 < self.l_low_fraction <= 1:
+            raise RefusalkitError("the L_low fraction must be in (0, 1]")
+        if not 0 <= self.prune_layer_fraction < 1:
+            raise RefusalkitError("the prune-layer fraction must be in [0, 1)")
+        if self.kl_threshold < 0:
+            raise RefusalkitError("the KL threshold must be non-negative")
+
+    def max_layer(self, n_layers: int) -> int:
+        """Candidates at layers >= this are dropped by the layer filter."""
+        return math.floor((1.0 - self.prune_layer_fraction) * n_layers + 1e-9)
+
+
+@dataclass(frozen=True)
+class EvaluationLayers:
+    layers: tuple[int, ...]
+    similarities: tuple[float, ...]  # cos(mean harmful, mean harmless) at position -1, per layer
+    note: str
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    a64, b64 = a.double().flatten(), b.double().flatten()
+    return float((a64 @ b64) / (a64.norm() * b64.norm()).clamp_min(1e-30))
+
+
+def low_similarity_layers(
+    harmful_last: torch.Tensor, harmless_last: torch.Tensor, settings: CosmicSettings
+) -> EvaluationLayers:
+    """``L_low``: the ⌊fraction·L⌋ layers where the class means at position -1 are least similar."""
+    n_layers = int(harmful_last.shape[0])
+    similarities = tuple(cosine(harmful_last[l], harmless_last[l]) for l in range(n_layers))
+    if settings.l_low_layers:
+        bad = [l for l in settings.l_low_layers if not 0 <= l < n_layers]
+        if bad:
+            raise RefusalkitError(f"L_low layers {bad} out of range 0..{n_layers - 1}")
+        return EvaluationLayers(tuple(sorted(settings.l_low_layers)), similarities, "set by the user")
+    pool = list(range(n_layers // 2, n_layers)) if settings.l_low_second_half else list(range(n_layers))
+    wanted = math.floor(settings.l_low_fraction * n_layers + 1e-9)
+    note = f"the {wanted} least similar of {len(pool)} layers"
+    if wanted < 1:
+        wanted = 1
+        note = f"⌊{settings.l_low_fraction}·{n_layers}⌋ = 0 layers; using the single least similar"
+    chosen = sorted(pool, key=lambda l: (similarities[l], l))[:wanted]
+    if settings.l_low_second_half:
+        note += " (second half only)"
+    return EvaluationLayers(tuple(sorted(chosen)), similarities, note)
+
+
+def aggregate(per_layer_means: torch.Tensor, aggregation: str) -> torch.Tensor:
+    """One unit vector from per-layer mean activations ``[|L_low|, d]``."""
+    vector = per_layer_means.double().mean(0) if aggregation == "mean" else per_layer_means.double().flatten()
+    return vector / vector.norm().clamp_min(1e-30)
+
+
+FILTER_HINTS = {
+    "median_peak": "disable the median-peak filter with --no-median-peak-filter",
+    "layer": "keep later layers with a smaller --prune-layer-fraction",
+    "kl": "allow more drift with a larger --kl-threshold",
+    "nan": "scores were NaN: check the model's activations (try --dtype float32)",
+}
+
+
+@dataclass
+class CandidateRecord:
+    position: int
+    layer: int
+    s_comply: float
+    s_refuse: float
+    kl: float = math.nan
+    status: str = "kept"  # kept | selected | median_peak | layer | nan | kl | not_needed
+
+    @property
+    def score(self) -> float:
+        return self.s_comply + self.s_refuse
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "layer": self.layer,
+            "s_comply": self.s_comply,
+            "s_refuse": self.s_refuse,
+            "score": self.score,
+            "kl": self.kl,
+            "status": self.status,
+        }
+
+
+@dataclass
+class SelectionOutcome:
+    selected: CandidateRecord
+    records: list[CandidateRecord]
+    median_layers: dict[str, int | None] = field(default_factory=dict)
+
+    @property
+    def n_candidates(self) -> int:
+        return len(self.records)
+
+    @property
+    def n_kept(self) -> int:
+        """Candidates that survive the median-peak, layer and NaN filters (the KL threshold is
+        checked lazily in score order, so only up to the pick)."""
+        return sum(r.status in ("kept", "selected", "kl", "not_needed") for r in self.records)
+
+    def ranking(self) -> list[CandidateRecord]:
+        return sorted(self.records, key=lambda r: -r.score if not math.isnan(r.score) else math.inf)
+
+
+def lower_median(values: Sequence[int]) -> int:
+    ordered = sorted(values)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def peak_layers(scores: torch.Tensor) -> list[int]:
+    """argmax over layers per row, NaN treated as -inf (as the reference does)."""
+    return [int(i) for i in torch.nan_to_num(scores.double(), nan=-math.inf).argmax(dim=1)]
+
+
+def select(
+    s_comply: torch.Tensor,
+    s_refuse: torch.Tensor,
+    settings: CosmicSettings,
+    kl_of: Callable[[int, int], float],
+) -> SelectionOutcome:
+    """Apply the filters of SPEC §3 in order and pick ``argmax(S_refuse + S_comply)``.
+
+    ``s_comply``/``s_refuse`` are ``[P, L]`` with NaN where a candidate was not scored (only
+    candidates the layer filter drops may be unscored). ``kl_of(position, layer)`` is called lazily
+    in descending score order until a candidate passes the KL threshold.
+    """
+    n_positions, n_layers = s_comply.shape
+    records = {
+        (p - n_positions, l): CandidateRecord(p - n_positions, l, float(s_comply[p, l]), float(s_refuse[p, l]))
+        for p in range(n_positions)
+        for l in range(n_layers)
+    }
+    medians: dict[str, int | None] = {"ablation": None, "addition": None}
+    if settings.median_peak_filter and n_positions > 1:
+        m_abl = lower_median(peak_layers(s_comply[:-1]))
+        m_add = lower_median(peak_layers(s_refuse[:-1]))
+        medians = {"ablation": m_abl, "addition": m_add}
+        for l in range(n_layers):
+            if l > m_abl and l > m_add:
+                records[(-1, l)].status = "median_peak"
+    cutoff = settings.max_layer(n_layers)
+    for (_, l), record in records.items():
+        if record.status == "kept" and l >= cutoff:
+            record.status = "layer"
+    for record in records.values():
+        if record.status == "kept" and math.isnan(record.score):
+            record.status = "nan"
+    survivors = sorted(
+        (r for r in records.values() if r.status == "kept"), key=lambda r: (-r.score, r.layer, r.position)
+    )
+    selected: CandidateRecord | None = None
+    for record in survivors:
+        if selected is not None:
+            record.status = "not_needed"
+            continue
+        record.kl = float(kl_of(record.position, record.layer))
+        if math.isnan(record.kl) or record.kl > settings.kl_threshold:
+            record.status = "kl"
+        else:
+            record.status = "selected"
+            selected = record
+    ordered = [records[(p - n_positions, l)] for p in range(n_positions) for l in range(n_layers)]
+    if selected is None:
+        counts = {name: sum(r.status == name for r in ordered) for name in FILTER_HINTS}
+        worst = max(counts, key=lambda name: counts[name])
+        detail = ", ".join(f"{name}: {count}" for name, count in counts.items() if count)
+        raise RefusalkitError(
+            f"every one of the {len(ordered)} candidates was filtered out ({detail}); the {worst} "
+            f"filter removed the most — {FILTER_HINTS[worst]}"
+        )
+    return SelectionOutcome(selected, ordered, medians)
