@@ -136,7 +136,9 @@ def forward(
     readings: dict[int, torch.Tensor] = {}
     handles = []
     stop_layer = max(read_layers) if read_layers and not logits else None
-    index = None if positions is None else torch.tensor(list(positions), device=batch.input_ids.device)
+    index = (
+        None if positions is None else torch.tensor(list(positions), device=batch.input_ids.device)
+    )
 
     if start_states is not None:
 
@@ -146,7 +148,9 @@ def forward(
             return args, {**kwargs, "hidden_states": start_states}
 
         handles.append(
-            adapter.layers[start_layer].register_forward_pre_hook(inject, with_kwargs=True, prepend=True)
+            adapter.layers[start_layer].register_forward_pre_hook(
+                inject, with_kwargs=True, prepend=True
+            )
         )
 
     def reader(layer: int) -> Any:
@@ -160,10 +164,15 @@ def forward(
         return hook
 
     for layer in sorted(set(read_layers)):
-        handles.append(adapter.layers[layer].register_forward_pre_hook(reader(layer), with_kwargs=True))
+        handles.append(
+            adapter.layers[layer].register_forward_pre_hook(reader(layer), with_kwargs=True)
+        )
     last_logits = None
     try:
-        with torch.inference_mode(), _skip_blocks_before(adapter, start_layer if start_states is not None else 0):
+        with (
+            torch.inference_mode(),
+            _skip_blocks_before(adapter, start_layer if start_states is not None else 0),
+        ):
             try:
                 output = adapter.model(
                     input_ids=batch.input_ids,

@@ -47,65 +47,148 @@ def _layer_list(text: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated layer numbers, got '{text}'") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated layer numbers, got '{text}'"
+        ) from None
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
     data = parser.add_argument_group("model and data")
-    data.add_argument("--model", default=DEFAULT_MODEL,
-                      help=f"embedded model ({', '.join(EMBEDDED_MODELS)}), local model directory, "
-                      ".gguf file or hub id (default: %(default)s)")
-    data.add_argument("--harmful", metavar="FILE", help="harmful prompts (.txt/.csv/.json/.jsonl); default: built-in set")
+    data.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"embedded model ({', '.join(EMBEDDED_MODELS)}), local model directory, "
+        ".gguf file or hub id (default: %(default)s)",
+    )
+    data.add_argument(
+        "--harmful",
+        metavar="FILE",
+        help="harmful prompts (.txt/.csv/.json/.jsonl); default: built-in set",
+    )
     data.add_argument("--harmless", metavar="FILE", help="harmless prompts; default: built-in set")
-    data.add_argument("--column", help="prompt column in --harmful/--harmless files (default: detected)")
-    data.add_argument("--system-prompt", default="none",
-                      help="'none' (papers' setting; a default the template injects is removed), "
-                      "'default' (the template's own), or a system prompt text (default: none)")
+    data.add_argument(
+        "--column", help="prompt column in --harmful/--harmless files (default: detected)"
+    )
+    data.add_argument(
+        "--system-prompt",
+        default="none",
+        help="'none' (papers' setting; a default the template injects is removed), "
+        "'default' (the template's own), or a system prompt text (default: none)",
+    )
     sizes = parser.add_argument_group("sizes (per class)")
-    sizes.add_argument("--n-train", type=_positive_int, default=None,
-                       help=f"train prompts per class (default {CPU_DEFAULTS['n_train']}; paper 180)")
-    sizes.add_argument("--n-val", type=_positive_int, default=None,
-                       help=f"validation prompts per class (default {CPU_DEFAULTS['n_val']}; paper 100)")
-    sizes.add_argument("--n-test", type=_positive_int, default=CPU_DEFAULTS["n_test"],
-                       help="test prompts per class (default %(default)s)")
-    sizes.add_argument("--paper", action="store_true", help="the paper's sizes: 180 train and 100 val per class")
-    sizes.add_argument("--max-new-tokens", type=_positive_int, default=48,
-                       help="tokens generated per test prompt (default %(default)s)")
-    sizes.add_argument("--batch-size", type=_positive_int, default=32, help="prompts per forward (default %(default)s)")
+    sizes.add_argument(
+        "--n-train",
+        type=_positive_int,
+        default=None,
+        help=f"train prompts per class (default {CPU_DEFAULTS['n_train']}; paper 180)",
+    )
+    sizes.add_argument(
+        "--n-val",
+        type=_positive_int,
+        default=None,
+        help=f"validation prompts per class (default {CPU_DEFAULTS['n_val']}; paper 100)",
+    )
+    sizes.add_argument(
+        "--n-test",
+        type=_positive_int,
+        default=CPU_DEFAULTS["n_test"],
+        help="test prompts per class (default %(default)s)",
+    )
+    sizes.add_argument(
+        "--paper", action="store_true", help="the paper's sizes: 180 train and 100 val per class"
+    )
+    sizes.add_argument(
+        "--max-new-tokens",
+        type=_positive_int,
+        default=48,
+        help="tokens generated per test prompt (default %(default)s)",
+    )
+    sizes.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=32,
+        help="prompts per forward (default %(default)s)",
+    )
     sizes.add_argument("--seed", type=int, default=0, help="split seed (default %(default)s)")
     method = parser.add_argument_group("COSMIC selection")
-    method.add_argument("--steering", choices=("lce", "ace"), default="lce",
-                        help="lce: ablation everywhere + addition at the layer; ace: affine concept editing")
-    method.add_argument("--l-low-fraction", type=_fraction, default=0.1,
-                        help="fraction of layers used as evaluation layers (default %(default)s)")
-    method.add_argument("--l-low-second-half", action="store_true",
-                        help="take evaluation layers from the second half only (weakly aligned models)")
-    method.add_argument("--l-low-layers", type=_layer_list, help="explicit evaluation layers, e.g. 12,14")
-    method.add_argument("--aggregation", choices=("mean", "concat"), default="mean",
-                        help="combine L_low layers by mean (reference code) or concat (paper text)")
-    method.add_argument("--prune-layer-fraction", type=_fraction, default=0.2,
-                        help="drop candidates in this last fraction of layers (default %(default)s)")
-    method.add_argument("--kl-threshold", type=_fraction, default=0.1,
-                        help="drop candidates whose KL on harmless prompts exceeds this (default %(default)s)")
-    method.add_argument("--no-median-peak-filter", action="store_true",
-                        help="disable the median-peak filter for position -1")
+    method.add_argument(
+        "--steering",
+        choices=("lce", "ace"),
+        default="lce",
+        help="lce: ablation everywhere + addition at the layer; ace: affine concept editing",
+    )
+    method.add_argument(
+        "--l-low-fraction",
+        type=_fraction,
+        default=0.1,
+        help="fraction of layers used as evaluation layers (default %(default)s)",
+    )
+    method.add_argument(
+        "--l-low-second-half",
+        action="store_true",
+        help="take evaluation layers from the second half only (weakly aligned models)",
+    )
+    method.add_argument(
+        "--l-low-layers", type=_layer_list, help="explicit evaluation layers, e.g. 12,14"
+    )
+    method.add_argument(
+        "--aggregation",
+        choices=("mean", "concat"),
+        default="mean",
+        help="combine L_low layers by mean (reference code) or concat (paper text)",
+    )
+    method.add_argument(
+        "--prune-layer-fraction",
+        type=_fraction,
+        default=0.2,
+        help="drop candidates in this last fraction of layers (default %(default)s)",
+    )
+    method.add_argument(
+        "--kl-threshold",
+        type=_fraction,
+        default=0.1,
+        help="drop candidates whose KL on harmless prompts exceeds this (default %(default)s)",
+    )
+    method.add_argument(
+        "--no-median-peak-filter",
+        action="store_true",
+        help="disable the median-peak filter for position -1",
+    )
     runtime = parser.add_argument_group("runtime")
-    runtime.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default %(default)s)")
-    runtime.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                         help="auto = bfloat16 on GPU, float32 on CPU")
-    runtime.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub")
-    runtime.add_argument("--layers-path", help="dotted path of the decoder block list, e.g. model.layers")
-    runtime.add_argument("--attention-path", help="attention sub-module name inside a block, e.g. self_attn")
+    runtime.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:N (default %(default)s)"
+    )
+    runtime.add_argument(
+        "--dtype",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        default="auto",
+        help="auto = bfloat16 on GPU, float32 on CPU",
+    )
+    runtime.add_argument(
+        "--trust-remote-code", action="store_true", help="allow model code from the hub"
+    )
+    runtime.add_argument(
+        "--layers-path", help="dotted path of the decoder block list, e.g. model.layers"
+    )
+    runtime.add_argument(
+        "--attention-path", help="attention sub-module name inside a block, e.g. self_attn"
+    )
     runtime.add_argument("--mlp-path", help="MLP sub-module name inside a block, e.g. mlp")
-    runtime.add_argument("--out", type=Path, help="run directory (default: refusalkit-runs/<time>-<model>)")
+    runtime.add_argument(
+        "--out", type=Path, help="run directory (default: refusalkit-runs/<time>-<model>)"
+    )
     runtime.add_argument("--force", action="store_true", help="replace an existing run directory")
     runtime.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="refusalkit", description="Find, choose, use and audit refusal directions.")
+    parser = _Parser(
+        prog="refusalkit", description="Find, choose, use and audit refusal directions."
+    )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    run_parser = commands.add_parser("run", help="extract candidates, select with COSMIC, evaluate, report")
+    run_parser = commands.add_parser(
+        "run", help="extract candidates, select with COSMIC, evaluate, report"
+    )
     _add_run_options(run_parser)
     commands.add_parser("models", help="list the embedded models")
     prepare = commands.add_parser("prepare", help="download and convert an embedded model now")
@@ -153,7 +236,10 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_request:  # --help, or a usage error already printed as one line
+        return int(exit_request.code or 0)
     logging.basicConfig(level=logging.INFO, format="refusalkit: %(message)s")
     for noisy in ("transformers", "accelerate", "urllib3", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)

@@ -65,7 +65,10 @@ class CandidateSet:
 
 
 def mean_activations(
-    adapter: ModelAdapter, batches: Sequence[EncodedBatch], positions: Sequence[int], description: str
+    adapter: ModelAdapter,
+    batches: Sequence[EncodedBatch],
+    positions: Sequence[int],
+    description: str,
 ) -> torch.Tensor:
     """Mean block input over prompts, float64, shape ``[len(positions), L, d]``."""
     layers = list(range(adapter.n_layers))

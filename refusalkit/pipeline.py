@@ -30,7 +30,7 @@ from refusalkit.evaluation.judges import SubstringJudge, is_degenerate
 from refusalkit.evaluation.metrics import Rate
 from refusalkit.io import read_json, write_json, write_jsonl, write_tensors, write_text
 from refusalkit.models.adapter import ArchitectureOverride, ModelAdapter
-from refusalkit.models.loading import ResolvedModel, load_model
+from refusalkit.models.loading import ResolvedModel, load_model, resolve_model_path
 from refusalkit.models.registry import EMBEDDED_MODELS
 from refusalkit.prompts.chat import ChatFormat, SystemPrompt, build_chat_format
 from refusalkit.prompts.datasets import (
@@ -66,7 +66,9 @@ def load_splits(config: RunConfig) -> tuple[dict[str, Splits], dict[str, PromptS
     splits, sources = {}, {}
     for label, path in (("harmful", config.harmful), ("harmless", config.harmless)):
         prompts, source = load_prompts(path, config.column) if path else builtin_prompts(label)
-        splits[label] = split_prompts(prompts, config.n_train, config.n_val, config.n_test, config.seed, label)
+        splits[label] = split_prompts(
+            prompts, config.n_train, config.n_val, config.n_test, config.seed, label
+        )
         sources[label] = source
     return splits, sources
 
@@ -90,7 +92,9 @@ class RunDirectory:
                     f"run directory {self.path} already holds a finished run; pass --force to "
                     "replace it or choose another --out"
                 )
-            elif self.file("config.json").exists() and read_json(self.file("config.json")) == config:
+            elif (
+                self.file("config.json").exists() and read_json(self.file("config.json")) == config
+            ):
                 return True
             else:
                 raise RefusalkitError(
@@ -211,6 +215,7 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
     settings = cosmic_settings(config)  # validates settings before anything is written
     system = SystemPrompt.parse(config.system_prompt)
     splits, sources = load_splits(config)
+    resolved = resolve_model_path(config.model)  # unknown models fail before anything is written
     run_dir = RunDirectory(out)
     resuming = run_dir.prepare(config.as_dict(), force)
     stage = "load"
@@ -219,7 +224,7 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
         write_json(run_dir.file("splits.json"), split_manifest(splits, sources))
         override = ArchitectureOverride(config.layers_path, config.attention_path, config.mlp_path)
         adapter, resolved = load_model(
-            config.model, device=config.device, dtype=config.dtype,
+            resolved, device=config.device, dtype=config.dtype,
             trust_remote_code=config.trust_remote_code, override=override,
         )  # fmt: skip
         chat = build_chat_format(adapter.tokenizer, system)
@@ -237,7 +242,10 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
             candidates = CandidateSet.load(candidates_path)
         else:
             candidates = compute_candidates(
-                adapter, batches("harmful", "train"), batches("harmless", "train"), chat.n_post_instruction
+                adapter,
+                batches("harmful", "train"),
+                batches("harmless", "train"),
+                chat.n_post_instruction,
             )
             candidates.save(candidates_path)
 
@@ -247,7 +255,12 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
             candidates.harmful_means[-1], candidates.harmless_means[-1], settings
         )
         engine = CosmicEngine(
-            adapter, candidates, evaluation_layers, settings, batches("harmful", "val"), batches("harmless", "val")
+            adapter,
+            candidates,
+            evaluation_layers,
+            settings,
+            batches("harmful", "val"),
+            batches("harmless", "val"),
         )
         selection_started = time.time()
         outcome = engine.run()
@@ -297,19 +310,30 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
             "model": config.model,
             "selection": selection,
             "evaluation": {
-                "harmful": _rate_block(config.n_test, result.harmful_baseline, result.harmful_intervention),
-                "harmless": _rate_block(config.n_test, result.harmless_baseline, result.harmless_intervention),
+                "harmful": _rate_block(
+                    config.n_test, result.harmful_baseline, result.harmful_intervention
+                ),
+                "harmless": _rate_block(
+                    config.n_test, result.harmless_baseline, result.harmless_intervention
+                ),
                 "judge": "substring",
                 "degenerate_rate": result.degenerate.value,
                 "interventions": {
-                    "harmful": removal(candidates, config.steering, pick.position, pick.layer).describe(),
-                    "harmless": addition(candidates, config.steering, pick.position, pick.layer).describe(),
+                    "harmful": removal(
+                        candidates, config.steering, pick.position, pick.layer
+                    ).describe(),
+                    "harmless": addition(
+                        candidates, config.steering, pick.position, pick.layer
+                    ).describe(),
                 },
             },
             "config_sha256": _config_digest(config.as_dict()),
             "seconds": round(time.time() - started, 1),
         }
-        write_text(run_dir.file("report.md"), render_report(summary, provenance, outcome, evaluation_layers.layers))
+        write_text(
+            run_dir.file("report.md"),
+            render_report(summary, provenance, outcome, evaluation_layers.layers),
+        )
         write_json(run_dir.file("summary.json"), summary)
         run_dir.status("done", "complete")
         return summary
@@ -319,7 +343,10 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
 
 
 def render_report(
-    summary: dict[str, Any], provenance: dict[str, Any], outcome: SelectionOutcome, l_low: tuple[int, ...]
+    summary: dict[str, Any],
+    provenance: dict[str, Any],
+    outcome: SelectionOutcome,
+    l_low: tuple[int, ...],
 ) -> str:
     selection, evaluation = summary["selection"], summary["evaluation"]
 

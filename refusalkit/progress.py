@@ -23,4 +23,6 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
 
 
 def bar(description: str, total: int) -> tqdm:  # type: ignore[type-arg]
-    return tqdm(desc=description, total=total, disable=not _enabled, leave=False, dynamic_ncols=True)
+    return tqdm(
+        desc=description, total=total, disable=not _enabled, leave=False, dynamic_ncols=True
+    )

@@ -45,14 +45,30 @@ class SubstringJudge:
         return [self.is_refusal(c) for c in completions]
 
 
+# A completion is a loop when, for some period k of at most this many characters, the character k
+# places ahead equals the current one over most of the text ("!!!!", "Sure!Sure!", "的的的").
+MAX_LOOP_PERIOD = 16
+LOOP_MATCH_FRACTION = 0.8
+MIN_LOOP_LENGTH = 16
+
+
+def _is_character_loop(text: str) -> bool:
+    if len(text) < MIN_LOOP_LENGTH:
+        return False
+    for period in range(1, min(MAX_LOOP_PERIOD, len(text) // 2) + 1):
+        matches = sum(text[i] == text[i + period] for i in range(len(text) - period))
+        if matches >= LOOP_MATCH_FRACTION * (len(text) - period):
+            return True
+    return False
+
+
 def is_degenerate(completion: str) -> bool:
-    """Empty/near-empty output, or a loop: one token-ish unit repeated for most of the text."""
+    """Empty/near-empty output, a word loop (at least 8 words, under 20% distinct), or a
+    character loop (see :data:`MAX_LOOP_PERIOD`)."""
     stripped = completion.strip()
     if len(stripped) < MIN_MEANINGFUL_CHARACTERS:
         return True
     words = stripped.split()
-    if len(words) >= 8:
-        distinct_ratio = len(set(words)) / len(words)
-        if distinct_ratio < 0.2:
-            return True
-    return False
+    if len(words) >= 8 and len(set(words)) / len(words) < 0.2:
+        return True
+    return _is_character_loop(stripped)

@@ -40,7 +40,9 @@ class ModelAdapter:
     attention_modules: list[nn.Module]
     mlp_modules: list[nn.Module]
     layers_path: str
-    block_returns_tuple: bool  # decoder blocks return (hidden, ...) (older transformers) or a tensor
+    block_returns_tuple: (
+        bool  # decoder blocks return (hidden, ...) (older transformers) or a tensor
+    )
 
     @property
     def n_layers(self) -> int:
@@ -102,7 +104,9 @@ def find_decoder_layers(model: nn.Module, override: str | None = None) -> tuple[
     return name, module  # type: ignore[return-value]
 
 
-def _find_child(block: nn.Module, pattern: re.Pattern[str], override: str | None, what: str) -> nn.Module:
+def _find_child(
+    block: nn.Module, pattern: re.Pattern[str], override: str | None, what: str
+) -> nn.Module:
     if override:
         return _resolve(block, override)
     children = list(block.named_children())

@@ -32,7 +32,9 @@ def resolve_device(device: str) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError as error:
-        raise RefusalkitError(f"invalid device '{device}': use auto, cpu, cuda or cuda:N") from error
+        raise RefusalkitError(
+            f"invalid device '{device}': use auto, cpu, cuda or cuda:N"
+        ) from error
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise RefusalkitError("--device cuda was requested but no CUDA GPU is available; use cpu")
     return resolved
@@ -69,7 +71,7 @@ def resolve_model_path(spec: str) -> ResolvedModel:
 
 
 def load_model(
-    spec: str,
+    spec: str | ResolvedModel,
     *,
     device: str = "auto",
     dtype: str = "auto",
@@ -79,11 +81,14 @@ def load_model(
     """Load weights and tokenizer and discover the architecture; inference mode, eval()."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    resolved = resolve_model_path(spec)
+    resolved = spec if isinstance(spec, ResolvedModel) else resolve_model_path(spec)
+    spec = resolved.spec
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(
+            resolved.path, trust_remote_code=trust_remote_code
+        )
         model = AutoModelForCausalLM.from_pretrained(
             resolved.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
         )

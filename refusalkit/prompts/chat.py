@@ -13,7 +13,6 @@ checks in :func:`build_chat_format` verify the suffix on several instructions.
 from __future__ import annotations
 
 import logging
-
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,7 +72,9 @@ class ChatFormat:
         return -self.n_post_instruction - 1
 
     def render(self, instruction: str, system: SystemPrompt | None = None) -> str:
-        return _render(self.tokenizer, instruction, system or self.system, self.removed_default_system)
+        return _render(
+            self.tokenizer, instruction, system or self.system, self.removed_default_system
+        )
 
     def head_text(self, instruction: str, system: SystemPrompt | None = None) -> str:
         rendered = self.render(instruction, system)
@@ -119,7 +120,9 @@ def _injected_system_block(tokenizer: Any) -> str | None:
     no_generation = _apply(
         tokenizer, [{"role": "user", "content": SENTINEL_INSTRUCTION}], generation_prompt=False
     )
-    generation_prompt = user_only[len(no_generation):] if user_only.startswith(no_generation) else ""
+    generation_prompt = (
+        user_only[len(no_generation) :] if user_only.startswith(no_generation) else ""
+    )
     if "assistant" not in generation_prompt:
         return None
     system_opener = generation_prompt.replace("assistant", "system", 1)
@@ -160,7 +163,7 @@ def build_chat_format(tokenizer: Any, system: SystemPrompt | None = None) -> Cha
     end = rendered.rfind(SENTINEL_INSTRUCTION)
     if end < 0:
         raise RefusalkitError("the chat template drops the user instruction; cannot find positions")
-    suffix_text = rendered[end + len(SENTINEL_INSTRUCTION):]
+    suffix_text = rendered[end + len(SENTINEL_INSTRUCTION) :]
     if not suffix_text:
         raise RefusalkitError("the chat template adds nothing after the instruction (P = 0)")
     suffix_ids = tuple(tokenizer(suffix_text, add_special_tokens=False)["input_ids"])
@@ -182,7 +185,7 @@ def _check_suffix(chat: ChatFormat, instructions: Sequence[str]) -> None:
     for instruction in instructions:
         chat.head_text(instruction)  # raises if the suffix is not shared
         whole = chat.tokenizer(chat.render(instruction), add_special_tokens=False)["input_ids"]
-        if tuple(whole[-chat.n_post_instruction:]) != chat.suffix_ids:
+        if tuple(whole[-chat.n_post_instruction :]) != chat.suffix_ids:
             logger.warning(
                 "the template's suffix merges with the end of %r when tokenized whole; "
                 "refusalkit encodes instruction and suffix separately to keep positions aligned",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import random
 from collections.abc import Sequence
@@ -68,12 +69,13 @@ def _row_prompt(row: dict[str, Any], column: str | None, where: str) -> Prompt |
 def _parse_rows(path: Path, raw: str) -> list[dict[str, Any]] | list[str]:
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        return [line for line in raw.splitlines()]
-    if suffix == ".csv":
-        return list(csv.DictReader(raw.splitlines()))
+        return raw.splitlines()
+    if suffix == ".csv":  # a file object, so quoted fields keep their line breaks
+        return list(csv.DictReader(io.StringIO(raw, newline="")))
     if suffix == ".jsonl":
         rows = []
-        for number, line in enumerate(raw.splitlines(), 1):
+        # Split on newlines only: JSON strings may contain U+2028 and friends unescaped.
+        for number, line in enumerate(raw.split("\n"), 1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -84,7 +86,9 @@ def _parse_rows(path: Path, raw: str) -> list[dict[str, Any]] | list[str]:
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as error:
-            raise RefusalkitError(f"{path}: invalid JSON ({error.msg} at line {error.lineno})") from error
+            raise RefusalkitError(
+                f"{path}: invalid JSON ({error.msg} at line {error.lineno})"
+            ) from error
         if isinstance(data, dict):  # {"data": [...]} or {"instructions": [...]}-style wrappers
             lists = [v for v in data.values() if isinstance(v, list)]
             if len(lists) != 1:
@@ -93,7 +97,9 @@ def _parse_rows(path: Path, raw: str) -> list[dict[str, Any]] | list[str]:
         if not isinstance(data, list):
             raise RefusalkitError(f"{path}: expected a JSON list of prompts or objects")
         return data
-    raise RefusalkitError(f"{path}: unsupported file type '{suffix}'; use .txt, .csv, .json or .jsonl")
+    raise RefusalkitError(
+        f"{path}: unsupported file type '{suffix}'; use .txt, .csv, .json or .jsonl"
+    )
 
 
 def parse_prompts(path: Path, raw: str, column: str | None = None) -> list[Prompt]:
@@ -105,7 +111,9 @@ def parse_prompts(path: Path, raw: str, column: str | None = None) -> list[Promp
         elif isinstance(row, dict):
             prompt = _row_prompt(row, column, where)
         else:
-            raise RefusalkitError(f"{where}: expected a string or an object, got {type(row).__name__}")
+            raise RefusalkitError(
+                f"{where}: expected a string or an object, got {type(row).__name__}"
+            )
         if prompt is not None:
             prompts.append(prompt)
     return prompts
@@ -131,7 +139,9 @@ def load_prompts(path: str | Path, column: str | None = None) -> tuple[list[Prom
 def builtin_prompts(name: str) -> tuple[list[Prompt], PromptSource]:
     """The project's own prompt sets: ``harmful`` (8 categories), ``harmless``, ``over_refusal``."""
     if name not in BUILTIN_SETS:
-        raise RefusalkitError(f"unknown built-in prompt set '{name}'; use {', '.join(BUILTIN_SETS)}")
+        raise RefusalkitError(
+            f"unknown built-in prompt set '{name}'; use {', '.join(BUILTIN_SETS)}"
+        )
     data = resources.files("refusalkit").joinpath(f"data/{name}.jsonl").read_bytes()
     prompts = parse_prompts(Path(f"{name}.jsonl"), data.decode("utf-8"), "instruction")
     return prompts, PromptSource(f"builtin:{name}", hashlib.sha256(data).hexdigest(), "instruction")

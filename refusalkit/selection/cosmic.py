@@ -63,8 +63,14 @@ def low_similarity_layers(
         bad = [l for l in settings.l_low_layers if not 0 <= l < n_layers]
         if bad:
             raise RefusalkitError(f"L_low layers {bad} out of range 0..{n_layers - 1}")
-        return EvaluationLayers(tuple(sorted(settings.l_low_layers)), similarities, "set by the user")
-    pool = list(range(n_layers // 2, n_layers)) if settings.l_low_second_half else list(range(n_layers))
+        return EvaluationLayers(
+            tuple(sorted(settings.l_low_layers)), similarities, "set by the user"
+        )
+    pool = (
+        list(range(n_layers // 2, n_layers))
+        if settings.l_low_second_half
+        else list(range(n_layers))
+    )
     wanted = math.floor(settings.l_low_fraction * n_layers + 1e-9)
     note = f"the {wanted} least similar of {len(pool)} layers"
     if wanted < 1:
@@ -78,7 +84,11 @@ def low_similarity_layers(
 
 def aggregate(per_layer_means: torch.Tensor, aggregation: str) -> torch.Tensor:
     """One unit vector from per-layer mean activations ``[|L_low|, d]``."""
-    vector = per_layer_means.double().mean(0) if aggregation == "mean" else per_layer_means.double().flatten()
+    vector = (
+        per_layer_means.double().mean(0)
+        if aggregation == "mean"
+        else per_layer_means.double().flatten()
+    )
     return vector / vector.norm().clamp_min(1e-30)
 
 
@@ -159,7 +169,9 @@ def select(
     """
     n_positions, n_layers = s_comply.shape
     records = {
-        (p - n_positions, l): CandidateRecord(p - n_positions, l, float(s_comply[p, l]), float(s_refuse[p, l]))
+        (p - n_positions, l): CandidateRecord(
+            p - n_positions, l, float(s_comply[p, l]), float(s_refuse[p, l])
+        )
         for p in range(n_positions)
         for l in range(n_layers)
     }
@@ -179,7 +191,8 @@ def select(
         if record.status == "kept" and math.isnan(record.score):
             record.status = "nan"
     survivors = sorted(
-        (r for r in records.values() if r.status == "kept"), key=lambda r: (-r.score, r.layer, r.position)
+        (r for r in records.values() if r.status == "kept"),
+        key=lambda r: (-r.score, r.layer, r.position),
     )
     selected: CandidateRecord | None = None
     for record in survivors:

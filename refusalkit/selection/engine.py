@@ -72,7 +72,9 @@ def removal(candidates: CandidateSet, steering: str, position: int, layer: int) 
     return AffineEdit(direction, candidates.reference(position, layer), layer, alpha=0.0)
 
 
-def addition(candidates: CandidateSet, steering: str, position: int, layer: int, alpha: float = 1.0) -> Intervention:
+def addition(
+    candidates: CandidateSet, steering: str, position: int, layer: int, alpha: float = 1.0
+) -> Intervention:
     direction = candidates.direction(position, layer)
     if steering == "lce":
         return ActivationAddition(direction, layer, alpha)
@@ -100,7 +102,9 @@ class CosmicEngine:
         self.work = WorkCounter()
         n_layers = adapter.n_layers
         # Clean block inputs are cached for every layer an intervention can start at.
-        self.cache_layers = list(range(min(n_layers, max(max(self.l_low), settings.max_layer(n_layers)) + 1)))
+        self.cache_layers = list(
+            range(min(n_layers, max(max(self.l_low), settings.max_layer(n_layers)) + 1))
+        )
         self.harmful = self._clean_pass(harmful_val, logits=False, label="harmful val")
         self.harmless = self._clean_pass(harmless_val, logits=True, label="harmless val")
         # Baselines (SPEC §3.2): b̄ from harmful val, ā from harmless val, no intervention.
@@ -113,7 +117,9 @@ class CosmicEngine:
         count = 0
         progress = bar(f"clean pass: {label}", len(batches))
         for batch in batches:
-            out = forward(self.adapter, batch, read_layers=self.cache_layers, positions=None, logits=logits)
+            out = forward(
+                self.adapter, batch, read_layers=self.cache_layers, positions=None, logits=logits
+            )
             inputs.append({l: out.readings[l].to(self.adapter.dtype) for l in self.cache_layers})
             for k, layer in enumerate(self.l_low):
                 total[k] += out.readings[layer][:, -1].double().sum(0).cpu()
@@ -174,7 +180,9 @@ class CosmicEngine:
         with applied(self.adapter, intervention):
             for index, batch in enumerate(self.harmless.batches):
                 states = self.harmless.block_inputs[index][start] if start > 0 else None
-                out = forward(self.adapter, batch, logits=True, start_layer=start, start_states=states)
+                out = forward(
+                    self.adapter, batch, logits=True, start_layer=start, start_states=states
+                )
                 assert out.last_logits is not None
                 clean = self.harmless.last_logprobs[index]
                 removed = torch.log_softmax(out.last_logits, dim=-1)
@@ -190,7 +198,9 @@ class CosmicEngine:
             return True
         # Dropped by the layer filter, but the median-peak filter reads the peak layer of every
         # position except -1 over all layers.
-        return self.settings.median_peak_filter and self.candidates.n_positions > 1 and position != -1
+        return (
+            self.settings.median_peak_filter and self.candidates.n_positions > 1 and position != -1
+        )
 
     def score_all(self) -> tuple[torch.Tensor, torch.Tensor]:
         n_positions, n_layers = self.candidates.n_positions, self.candidates.n_layers

@@ -1,0 +1,68 @@
+"""Shared fixtures: tiny offline models and tokenizers (see tests/tiny.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from tests.tiny import FAMILY_TEMPLATE, make_adapter
+
+# The tiny models gain nothing from intra-op parallelism, and on a busy 2-core machine every
+# OpenMP barrier of a 2-thread matmul waits out a scheduler slice (measured: 16 ms instead of
+# 0.08 ms per 64-wide linear while another process used the cores). One thread keeps the suite
+# within two cores and fast whatever else runs; REFUSALKIT_TEST_THREADS overrides it.
+torch.set_num_threads(int(os.environ.get("REFUSALKIT_TEST_THREADS", "1")))
+
+# (family, template, tied embeddings): every family with its own template, tied and untied.
+ADAPTER_COMBOS = [
+    (family, template, tied)
+    for family, template in FAMILY_TEMPLATE.items()
+    for tied in (False, True)
+]
+
+
+def _combo_id(combo: tuple[str, str, bool]) -> str:
+    family, template, tied = combo
+    return f"{family}-{template}-{'tied' if tied else 'untied'}"
+
+
+@pytest.fixture(scope="session")
+def adapter_cache() -> dict[tuple[str, str, bool], object]:
+    return {}
+
+
+def _cached_adapter(cache: dict, combo: tuple[str, str, bool]):
+    if combo not in cache:
+        family, template, tied = combo
+        cache[combo] = make_adapter(family, template, tie_embeddings=tied)
+    adapter = cache[combo]
+    # Tests must leave no hooks behind; a leaked hook would silently change every later test.
+    for module in adapter.model.modules():
+        assert not module._forward_hooks and not module._forward_pre_hooks, "leaked hook"
+    return adapter
+
+
+@pytest.fixture(params=ADAPTER_COMBOS, ids=[_combo_id(c) for c in ADAPTER_COMBOS])
+def any_adapter(request, adapter_cache):
+    """Every family (its own template), tied and untied embeddings."""
+    return _cached_adapter(adapter_cache, request.param)
+
+
+UNTIED_COMBOS = [c for c in ADAPTER_COMBOS if not c[2]]
+
+
+@pytest.fixture(params=UNTIED_COMBOS, ids=[_combo_id(c) for c in UNTIED_COMBOS])
+def family_adapter(request, adapter_cache):
+    """One adapter per family (untied embeddings)."""
+    return _cached_adapter(adapter_cache, request.param)
+
+
+PRENORM_COMBOS = [c for c in ADAPTER_COMBOS if c[0] in ("llama", "qwen2")]
+
+
+@pytest.fixture(params=PRENORM_COMBOS, ids=[_combo_id(c) for c in PRENORM_COMBOS])
+def prenorm_adapter(request, adapter_cache):
+    """Families whose attention and MLP outputs are added to the residual stream unnormalised."""
+    return _cached_adapter(adapter_cache, request.param)

@@ -1,0 +1,131 @@
+"""The straightforward COSMIC computation (SPEC §3), kept as a test oracle for the fast engine.
+
+Every candidate at every position and layer, every score, full forwards with no caching, no
+early stop and no skipped work, then the filters in the SPEC's order. Slow by design: it is only
+run on tiny models and in the benchmark.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from refusalkit.activations import EncodedBatch
+from refusalkit.directions import CandidateSet
+from refusalkit.interventions import ActivationAddition, AffineEdit, DirectionalAblation, applied
+from refusalkit.models.adapter import ModelAdapter
+
+
+@dataclass
+class OracleResult:
+    position: int
+    layer: int
+    s_comply: torch.Tensor  # [P, L]
+    s_refuse: torch.Tensor
+    kl: torch.Tensor
+    prompt_forwards: int
+
+
+def _last_token_inputs(
+    adapter: ModelAdapter, batches: Sequence[EncodedBatch]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Block inputs at the last position for every layer, and last-position log-probs."""
+    per_layer: list[list[torch.Tensor]] = [[] for _ in range(adapter.n_layers)]
+    logprobs = []
+    for batch in batches:
+        captured: dict[int, torch.Tensor] = {}
+        handles = [
+            block.register_forward_pre_hook(
+                lambda _m, args, kwargs, i=i: captured.__setitem__(
+                    i, (args[0] if args else kwargs["hidden_states"])[:, -1].double()
+                ),
+                with_kwargs=True,
+            )
+            for i, block in enumerate(adapter.layers)
+        ]
+        try:
+            with torch.inference_mode():
+                logits = adapter.model(
+                    input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                    position_ids=batch.position_ids, use_cache=False,
+                ).logits  # fmt: skip
+        finally:
+            for handle in handles:
+                handle.remove()
+        for i in range(adapter.n_layers):
+            per_layer[i].append(captured[i])
+        logprobs.append(torch.log_softmax(logits[:, -1].float(), dim=-1))
+    return torch.stack([torch.cat(x) for x in per_layer]), torch.cat(logprobs)  # [L, N, d], [N, V]
+
+
+def _unit_mean(inputs: torch.Tensor, layers: Sequence[int], aggregation: str) -> torch.Tensor:
+    means = inputs[list(layers)].mean(1)  # [|L_low|, d]
+    vector = means.mean(0) if aggregation == "mean" else means.flatten()
+    return vector / vector.norm()
+
+
+def cosmic_oracle(
+    adapter: ModelAdapter,
+    candidates: CandidateSet,
+    l_low: Sequence[int],
+    harmful_val: Sequence[EncodedBatch],
+    harmless_val: Sequence[EncodedBatch],
+    *,
+    steering: str,
+    aggregation: str = "mean",
+    prune_layer_fraction: float = 0.2,
+    kl_threshold: float = 0.1,
+) -> OracleResult:
+    n_pos, n_layers = candidates.n_positions, candidates.n_layers
+    harmful_clean, _ = _last_token_inputs(adapter, harmful_val)
+    harmless_clean, harmless_logprobs = _last_token_inputs(adapter, harmless_val)
+    harmful_baseline = _unit_mean(harmful_clean, l_low, aggregation)
+    harmless_baseline = _unit_mean(harmless_clean, l_low, aggregation)
+    s_comply = torch.zeros(n_pos, n_layers, dtype=torch.float64)
+    s_refuse = torch.zeros(n_pos, n_layers, dtype=torch.float64)
+    kl = torch.zeros(n_pos, n_layers, dtype=torch.float64)
+    n_harmful, n_harmless = sum(b.size for b in harmful_val), sum(b.size for b in harmless_val)
+    forwards = n_harmful + n_harmless
+    for p in range(n_pos):
+        position = p - n_pos
+        for layer in range(n_layers):
+            r = candidates.direction(position, layer)
+            mu = candidates.reference(position, layer)
+            if steering == "lce":
+                remove, add = DirectionalAblation(r), ActivationAddition(r, layer, 1.0)
+            else:
+                remove, add = AffineEdit(r, mu, layer, 0.0), AffineEdit(r, mu, layer, 1.0)
+            with applied(adapter, remove):
+                harmful_removed, _ = _last_token_inputs(adapter, harmful_val)
+                _, harmless_removed_logprobs = _last_token_inputs(adapter, harmless_val)
+            with applied(adapter, add):
+                harmless_added, _ = _last_token_inputs(adapter, harmless_val)
+            s_comply[p, layer] = _unit_mean(harmful_removed, l_low, aggregation) @ harmless_baseline
+            s_refuse[p, layer] = _unit_mean(harmless_added, l_low, aggregation) @ harmful_baseline
+            p_clean = harmless_logprobs.exp()
+            kl[p, layer] = (
+                (p_clean * (harmless_logprobs - harmless_removed_logprobs)).sum(-1).double().mean()
+            )
+            forwards += n_harmful + 2 * n_harmless
+    # Filters in SPEC order: median peak (position -1), layer, KL, NaN; then argmax.
+    keep = torch.ones(n_pos, n_layers, dtype=torch.bool)
+    if n_pos > 1:
+
+        def lower_median(rows: torch.Tensor) -> int:
+            peaks = sorted(int(x) for x in rows.argmax(dim=1))
+            return peaks[(len(peaks) - 1) // 2]
+
+        m_abl, m_add = lower_median(s_comply[:-1]), lower_median(s_refuse[:-1])
+        for layer in range(n_layers):
+            if layer > m_abl and layer > m_add:
+                keep[-1, layer] = False
+    keep[:, math.floor((1 - prune_layer_fraction) * n_layers + 1e-9) :] = False
+    keep &= kl <= kl_threshold
+    score = s_comply + s_refuse
+    keep &= ~torch.isnan(score)
+    masked = torch.where(keep, score, torch.tensor(-math.inf, dtype=torch.float64))
+    flat = int(masked.argmax())
+    return OracleResult(flat // n_layers - n_pos, flat % n_layers, s_comply, s_refuse, kl, forwards)

@@ -1,0 +1,159 @@
+"""The CLI as a user runs it, on a tiny local model directory: the run directory contract, own
+prompt files in every format, and bad input (one-line errors, non-zero exit, nothing written)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from refusalkit.cli import main
+from refusalkit.prompts.datasets import builtin_prompts
+from tests.tiny import make_model, make_tokenizer
+
+SMALL = ["--n-train", "6", "--n-val", "3", "--n-test", "3", "--max-new-tokens", "3",
+         "--kl-threshold", "1000", "--quiet"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = make_tokenizer("chatml")
+    model = make_model("qwen2", tie_embeddings=True, n_layers=5, vocab_size=len(tokenizer),
+                       pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+def _run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_run_writes_the_run_directory_contract(model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = _run(capsys, "run", "--model", str(model_dir), *SMALL, "--out", str(out))
+    assert code == 0
+    assert "selected position" in stdout and str(out) in stdout
+    for name in ("config.json", "splits.json", "provenance.json", "candidates.safetensors",
+                 "selection.json", "direction.safetensors", "completions.jsonl", "report.md",
+                 "summary.json", "status.json"):  # fmt: skip
+        assert (out / name).is_file(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert isinstance(summary["model"], str)
+    selection = summary["selection"]
+    assert selection["method"] == "cosmic" and selection["steering"] == "lce"
+    for key, kind in (("position", int), ("layer", int), ("score", float), ("kl", float),
+                      ("n_candidates", int), ("n_kept", int)):  # fmt: skip
+        assert isinstance(selection[key], kind), key
+    n_positions = len(
+        json.loads((out / "provenance.json").read_text())["chat"]["post_instruction_ids"]
+    )
+    assert selection["n_candidates"] == n_positions * 5  # P positions × 5 layers
+    assert -n_positions <= selection["position"] <= -1 and 0 <= selection["layer"] < 4
+    for label in ("harmful", "harmless"):
+        block = summary["evaluation"][label]
+        assert block["n"] == 3
+        for key in ("baseline_refusal_rate", "intervention_refusal_rate"):
+            assert 0.0 <= block[key] <= 1.0
+    manifest = json.loads((out / "splits.json").read_text())
+    for label in ("harmful", "harmless"):
+        splits = manifest[label]["splits"]
+        hashes = [p["sha256"] for name in ("train", "val", "test") for p in splits[name]]
+        assert len(hashes) == len(set(hashes)) == 12  # disjoint
+    rows = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 * 3
+    selection_file = json.loads((out / "selection.json").read_text())
+    assert len(selection_file["candidates"]) == n_positions * 5 and selection_file["l_low"]
+    assert json.loads((out / "status.json").read_text())["state"] == "complete"
+
+
+def test_existing_run_needs_force_and_unfinished_run_resumes(model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", "--model", str(model_dir), *SMALL, "--out", str(out)]
+    assert _run(capsys, *args)[0] == 0
+    code, _, err = _run(capsys, *args)
+    assert code == 2 and "already holds a finished run" in err and "--force" in err
+    first = (out / "candidates.safetensors").read_bytes()
+    (out / "summary.json").unlink()  # as if interrupted during evaluation
+    assert _run(capsys, *args)[0] == 0
+    assert (out / "candidates.safetensors").read_bytes() == first
+    assert _run(capsys, *args, "--force")[0] == 0
+
+
+def _write_prompt_files(directory: Path, label: str, fmt: str) -> Path:
+    prompts, _ = builtin_prompts(label)
+    texts = [p.text for p in prompts[:20]]
+    path = directory / f"{label}.{fmt}"
+    if fmt == "txt":
+        path.write_text("\n".join(texts) + "\n")
+    elif fmt == "csv":
+        path.write_text("goal,target\n" + "".join(f'"{t}",x\n' for t in texts))
+    elif fmt == "json":
+        path.write_text(json.dumps([{"Behavior": t} for t in texts]))
+    else:
+        path.write_text("".join(json.dumps({"forbidden_prompt": t}) + "\n" for t in texts))
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["txt", "csv", "json", "jsonl"])
+def test_own_prompt_files(model_dir, tmp_path, capsys, fmt):
+    harmful = _write_prompt_files(tmp_path, "harmful", fmt)
+    harmless = _write_prompt_files(tmp_path, "harmless", fmt)
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, "run", "--model", str(model_dir), *SMALL, "--harmful", str(harmful),
+                        "--harmless", str(harmless), "--out", str(out))  # fmt: skip
+    assert code == 0, err
+    manifest = json.loads((out / "splits.json").read_text())
+    assert manifest["harmful"]["source"] == str(harmful)
+    assert manifest["harmless"]["source"] == str(harmless)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--harmful", "{missing}"], "prompt file not found"),
+        (["--harmful", "{empty}"], "no prompts found"),
+        (["--n-train", "500"], "distinct entries but the splits need"),
+        (["--harmful", "{bad_json}"], "invalid JSON"),
+        (["--steering", "sideways"], "invalid choice"),
+        (["--n-val", "0"], "expected a positive integer"),
+        (["--dtype", "float8"], "invalid choice"),
+        (["--kl-threshold", "-1"], "KL threshold must be non-negative"),
+        (["--system-prompt", " "], "empty system prompt"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(model_dir, tmp_path, capsys, extra, message):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "bad.json").write_text("[{")
+    values = {"missing": str(tmp_path / "nope.txt"), "empty": str(tmp_path / "empty.txt"),
+              "bad_json": str(tmp_path / "bad.json")}  # fmt: skip
+    extra = [value.format(**values) for value in extra]
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, "run", "--model", str(model_dir), *SMALL, *extra, "--out", str(out))
+    assert code == 2
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_unknown_model_in_a_subprocess_has_no_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "refusalkit", "run", "--model", "no-such-model", "--out",
+         str(tmp_path / "run")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "unknown model 'no-such-model'" in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_models_lists_the_embedded_models(capsys):
+    code, stdout, _ = _run(capsys, "models")
+    assert code == 0 and "qwen2.5-coder-0.5b-instruct (default)" in stdout
+    assert "smollm2-135m-instruct" in stdout
