@@ -85,7 +85,7 @@ class _SkippedBlock(nn.Module):
         except AttributeError:
             return getattr(object.__getattribute__(self, "_block"), name)
 
-    def forward(self, hidden_states: torch.Tensor | None = None, *args: Any, **kwargs: Any) -> Any:
+    def forward(self, hidden_states: torch.Tensor | None = None, *_: Any, **kwargs: Any) -> Any:
         if hidden_states is None:
             hidden_states = kwargs["hidden_states"]
         return (hidden_states,) if self._returns_tuple else hidden_states
@@ -191,7 +191,8 @@ def forward(
     for layer, value in readings.items():
         if not torch.isfinite(value).all():
             raise RefusalkitError(
-                f"non-finite activations (NaN/inf) at the input of layer {layer}; try --dtype float32 "
+                f"non-finite activations (NaN/inf) at the input of layer {layer}; "
+                "try --dtype float32 "
                 "or a smaller intervention strength"
             )
     return ForwardOutput(readings, last_logits)

@@ -203,7 +203,8 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         model=args.model, harmful=args.harmful, harmless=args.harmless, column=args.column,
         system_prompt=args.system_prompt, steering=args.steering, n_train=n_train, n_val=n_val,
         n_test=args.n_test, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-        seed=args.seed, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+        seed=args.seed, device=args.device, dtype=args.dtype,
+        trust_remote_code=args.trust_remote_code,
         layers_path=args.layers_path, attention_path=args.attention_path, mlp_path=args.mlp_path,
         l_low_fraction=args.l_low_fraction, l_low_second_half=args.l_low_second_half,
         l_low_layers=args.l_low_layers, aggregation=args.aggregation,
@@ -229,7 +230,8 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         lines.append(
             f"  {label:8s} refusal: baseline {block['baseline_refusal_rate']:.2f} "
             f"({block['baseline_refusal_count']}/{block['n']}) -> with {verb} "
-            f"{block['intervention_refusal_rate']:.2f} ({block['intervention_refusal_count']}/{block['n']})"
+            f"{block['intervention_refusal_rate']:.2f} "
+            f"({block['intervention_refusal_count']}/{block['n']})"
         )
     lines.append(f"run directory: {out}  (summary.json, report.md; {summary['seconds']} s)")
     print("\n".join(lines))  # noqa: T201 - the CLI's own output

@@ -9,7 +9,7 @@ from refusalkit.models.registry import DEFAULT_MODEL
 
 # CPU defaults are smaller than the paper's (180 train / 100 val per class) so that the default
 # run finishes in minutes on two cores; ``--paper`` restores the paper's sizes.
-CPU_DEFAULTS = {"n_train": 128, "n_val": 24, "n_test": 64}
+CPU_DEFAULTS = {"n_train": 128, "n_val": 16, "n_test": 64}
 PAPER_SIZES = {"n_train": 180, "n_val": 100}
 
 

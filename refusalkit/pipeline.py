@@ -186,7 +186,8 @@ def _provenance(resolved: ResolvedModel, adapter: ModelAdapter, chat: ChatFormat
             "spec": resolved.spec, "kind": resolved.kind, "path": resolved.path,
             "gguf_sha256": embedded.sha256 if embedded else None,
             "class": type(adapter.model).__name__, "n_layers": adapter.n_layers,
-            "hidden_size": adapter.hidden_size, "dtype": str(adapter.dtype), "device": str(adapter.device),
+            "hidden_size": adapter.hidden_size, "dtype": str(adapter.dtype),
+            "device": str(adapter.device),
             "layers_path": adapter.layers_path,
         },
         "chat": {
@@ -288,7 +289,10 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
             "median_peak_layers": outcome.median_layers,
             "settings": settings.__dict__,
             "position_tokens": chat.position_labels(),
-            "work": {"block_forwards": engine.work.block_forwards, "per_kind": engine.work.per_kind},
+            "work": {
+                "block_forwards": engine.work.block_forwards,
+                "per_kind": engine.work.per_kind,
+            },
             "seconds": selection_seconds,
             "candidates": [r.as_dict() for r in outcome.records],
             "ranking": [[r.position, r.layer] for r in outcome.ranking()],
@@ -362,7 +366,8 @@ def render_report(
         f"(token {provenance['chat']['post_instruction_tokens'][selection['position']]!r}), "
         f"layer {selection['layer']}.",
         f"Score S_refuse + S_comply = {selection['score']:.4f} "
-        f"(S_refuse {selection['s_refuse']:.4f}, S_comply {selection['s_comply']:.4f}), KL {selection['kl']:.4f}.",
+        f"(S_refuse {selection['s_refuse']:.4f}, S_comply {selection['s_comply']:.4f}), "
+        f"KL {selection['kl']:.4f}.",
         f"Evaluation layers L_low: {list(l_low)}. Candidates: {selection['n_candidates']}, "
         f"kept by the median-peak/layer/NaN filters: {selection['n_kept']}.",
         "",
@@ -375,7 +380,8 @@ def render_report(
         f"{rate_line(evaluation['harmless'], 'baseline_refusal_rate')} | "
         f"{rate_line(evaluation['harmless'], 'intervention_refusal_rate')} |",
         "",
-        f"Judge: substring (SPEC §7). Degenerate outputs under intervention: {evaluation['degenerate_rate']:.2f}.",
+        "Judge: substring (SPEC §7). Degenerate outputs under intervention: "
+        f"{evaluation['degenerate_rate']:.2f}.",
         "",
         "## Top candidates",
         "",
@@ -384,8 +390,8 @@ def render_report(
     ]
     for record in outcome.ranking()[:10]:
         lines.append(
-            f"| {record.position} | {record.layer} | {record.s_refuse:.4f} | {record.s_comply:.4f} | "
-            f"{record.score:.4f} | {record.kl:.4f} | {record.status} |"
+            f"| {record.position} | {record.layer} | {record.s_refuse:.4f} | "
+            f"{record.s_comply:.4f} | {record.score:.4f} | {record.kl:.4f} | {record.status} |"
         )
     lines += ["", f"Model: {provenance['model']['spec']} ({provenance['model']['class']}, "
               f"{provenance['model']['n_layers']} layers), {provenance['model']['dtype']} on "

@@ -37,13 +37,15 @@ def _last_token_inputs(
     logprobs = []
     for batch in batches:
         captured: dict[int, torch.Tensor] = {}
+
+        def recorder(index: int, store: dict[int, torch.Tensor] = captured):
+            def hook(_m, args, kwargs):
+                store[index] = (args[0] if args else kwargs["hidden_states"])[:, -1].double()
+
+            return hook
+
         handles = [
-            block.register_forward_pre_hook(
-                lambda _m, args, kwargs, i=i: captured.__setitem__(
-                    i, (args[0] if args else kwargs["hidden_states"])[:, -1].double()
-                ),
-                with_kwargs=True,
-            )
+            block.register_forward_pre_hook(recorder(i), with_kwargs=True)
             for i, block in enumerate(adapter.layers)
         ]
         try:

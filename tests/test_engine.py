@@ -80,13 +80,13 @@ def test_every_candidate_filtered_names_the_filter(setup):
     settings = CosmicSettings(prune_layer_fraction=0.95)  # keeps layers < floor(0.05 * 6) = 0
     engine = CosmicEngine(adapter, candidates, layers, settings, harmful_val, harmless_val)
     with pytest.raises(
-        RefusalkitError, match="layer filter removed the most.*--prune-layer-fraction"
+        RefusalkitError, match=r"layer filter removed the most.*--prune-layer-fraction"
     ):
         engine.run()
 
 
 def test_candidates_are_difference_of_means(setup):
-    adapter, candidates, _, _ = setup
+    _, candidates, _, _ = setup
     assert candidates.directions.shape == (candidates.n_positions, N_LAYERS, 64)
     assert candidates.harmful_means.dtype == torch.float64
     torch.testing.assert_close(
