@@ -14,14 +14,15 @@ import math
 import platform
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from refusalkit import __version__
-from refusalkit.activations import encode_batches
+from refusalkit.activations import EncodedBatch, encode_batches
 from refusalkit.config import RunConfig
 from refusalkit.directions import CandidateSet, compute_candidates
 from refusalkit.errors import RefusalkitError
@@ -204,6 +205,56 @@ def _provenance(resolved: ResolvedModel, adapter: ModelAdapter, chat: ChatFormat
     }  # fmt: skip
 
 
+SELECTION_SUMMARY_KEYS = (
+    "method", "steering", "position", "layer", "score", "s_comply", "s_refuse", "kl",
+    "n_candidates", "n_kept", "n_kl_evaluated",
+)  # fmt: skip
+
+
+def select_direction(
+    adapter: ModelAdapter,
+    chat: ChatFormat,
+    candidates: CandidateSet,
+    settings: CosmicSettings,
+    batches: Callable[[str, str], list[EncodedBatch]],
+) -> dict[str, Any]:
+    """Run COSMIC and return the full ``selection.json`` record."""
+    evaluation_layers = low_similarity_layers(
+        candidates.harmful_means[-1], candidates.harmless_means[-1], settings
+    )
+    engine = CosmicEngine(
+        adapter, candidates, evaluation_layers, settings,
+        batches("harmful", "val"), batches("harmless", "val"),
+    )  # fmt: skip
+    started = time.time()
+    outcome = engine.run()
+    pick = outcome.selected
+    return {
+        "method": "cosmic",
+        "steering": settings.steering,
+        "position": pick.position,
+        "layer": pick.layer,
+        "score": pick.score,
+        "s_comply": pick.s_comply,
+        "s_refuse": pick.s_refuse,
+        "kl": pick.kl,
+        "n_candidates": outcome.n_candidates,
+        "n_kept": outcome.n_kept,
+        "n_kl_evaluated": sum(not math.isnan(r.kl) for r in outcome.records),
+        "l_low": list(evaluation_layers.layers),
+        "l_low_note": evaluation_layers.note,
+        "l_low_convention": "residual stream = block input (SPEC §0)",
+        "layer_similarities": list(evaluation_layers.similarities),
+        "median_peak_layers": outcome.median_layers,
+        "settings": asdict(settings),
+        "position_tokens": chat.position_labels(),
+        "work": {"block_forwards": engine.work.block_forwards, "per_kind": engine.work.per_kind},
+        "seconds": round(time.time() - started, 1),
+        "candidates": [r.as_dict() for r in outcome.records],
+        "ranking": [[r.position, r.layer] for r in outcome.ranking()],
+    }
+
+
 def _config_digest(config: dict[str, Any]) -> str:
     import json
 
@@ -232,7 +283,7 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
         provenance = _provenance(resolved, adapter, chat)
         write_json(run_dir.file("provenance.json"), provenance)
 
-        def batches(label: str, split: str) -> list[Any]:
+        def batches(label: str, split: str) -> list[EncodedBatch]:
             prompts = getattr(splits[label], split)
             return encode_batches(chat, prompts, config.batch_size, adapter.device)
 
@@ -252,51 +303,16 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
 
         stage = "selection"
         run_dir.status(stage, "running")
-        evaluation_layers = low_similarity_layers(
-            candidates.harmful_means[-1], candidates.harmless_means[-1], settings
-        )
-        engine = CosmicEngine(
-            adapter,
-            candidates,
-            evaluation_layers,
-            settings,
-            batches("harmful", "val"),
-            batches("harmless", "val"),
-        )
-        selection_started = time.time()
-        outcome = engine.run()
-        selection_seconds = time.time() - selection_started
+        selection_path = run_dir.file("selection.json")
+        if resuming and selection_path.exists():
+            record = read_json(selection_path)
+        else:
+            record = select_direction(adapter, chat, candidates, settings, batches)
+            write_json(selection_path, record)
+        outcome = SelectionOutcome.from_records(record["candidates"], record["median_peak_layers"])
+        l_low = tuple(record["l_low"])
         pick = outcome.selected
-        selection = {
-            "method": "cosmic",
-            "steering": config.steering,
-            "position": pick.position,
-            "layer": pick.layer,
-            "score": pick.score,
-            "s_comply": pick.s_comply,
-            "s_refuse": pick.s_refuse,
-            "kl": pick.kl,
-            "n_candidates": outcome.n_candidates,
-            "n_kept": outcome.n_kept,
-            "n_kl_evaluated": sum(not math.isnan(r.kl) for r in outcome.records),
-        }
-        write_json(run_dir.file("selection.json"), {
-            **selection,
-            "l_low": list(evaluation_layers.layers),
-            "l_low_note": evaluation_layers.note,
-            "l_low_convention": "residual stream = block input (SPEC §0)",
-            "layer_similarities": list(evaluation_layers.similarities),
-            "median_peak_layers": outcome.median_layers,
-            "settings": settings.__dict__,
-            "position_tokens": chat.position_labels(),
-            "work": {
-                "block_forwards": engine.work.block_forwards,
-                "per_kind": engine.work.per_kind,
-            },
-            "seconds": selection_seconds,
-            "candidates": [r.as_dict() for r in outcome.records],
-            "ranking": [[r.position, r.layer] for r in outcome.ranking()],
-        })  # fmt: skip
+        selection = {key: record[key] for key in SELECTION_SUMMARY_KEYS}
         direction = candidates.direction(pick.position, pick.layer)
         write_tensors(
             run_dir.file("direction.safetensors"),
@@ -336,7 +352,7 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
         }
         write_text(
             run_dir.file("report.md"),
-            render_report(summary, provenance, outcome, evaluation_layers.layers),
+            render_report(summary, provenance, outcome, l_low),
         )
         write_json(run_dir.file("summary.json"), summary)
         run_dir.status("done", "complete")

@@ -80,9 +80,12 @@ def test_existing_run_needs_force_and_unfinished_run_resumes(model_dir, tmp_path
     code, _, err = _run(capsys, *args)
     assert code == 2 and "already holds a finished run" in err and "--force" in err
     first = (out / "candidates.safetensors").read_bytes()
+    selection = (out / "selection.json").read_bytes()
     (out / "summary.json").unlink()  # as if interrupted during evaluation
     assert _run(capsys, *args)[0] == 0
-    assert (out / "candidates.safetensors").read_bytes() == first
+    assert (out / "candidates.safetensors").read_bytes() == first  # finished stages are reused
+    assert (out / "selection.json").read_bytes() == selection
+    assert json.loads((out / "summary.json").read_text())["selection"]["n_candidates"] > 0
     assert _run(capsys, *args, "--force")[0] == 0
 
 
