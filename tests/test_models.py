@@ -87,7 +87,7 @@ def test_unresolvable_models_fail_clearly(spec, message):
 
 
 def test_directory_without_config_is_rejected(tmp_path):
-    with pytest.raises(RefusalkitError, match="no config.json"):
+    with pytest.raises(RefusalkitError, match=r"no config\.json"):
         resolve_model_path(str(tmp_path))
 
 
@@ -121,7 +121,7 @@ def test_override_paths_and_clear_errors():
     )
     adapter = build_adapter(model, tokenizer, "tiny", override)
     assert adapter.attention_modules[1] is model.model.layers[1].self_attn.o_proj
-    with pytest.raises(RefusalkitError, match="module path 'model.blocks' not found"):
+    with pytest.raises(RefusalkitError, match=r"module path 'model\.blocks' not found"):
         build_adapter(model, tokenizer, "tiny", ArchitectureOverride(layers="model.blocks"))
     with pytest.raises(RefusalkitError, match="not a ModuleList"):
         build_adapter(model, tokenizer, "tiny", ArchitectureOverride(layers="model.norm"))
