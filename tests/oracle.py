@@ -131,3 +131,60 @@ def cosmic_oracle(
     masked = torch.where(keep, score, torch.tensor(-math.inf, dtype=torch.float64))
     flat = int(masked.argmax())
     return OracleResult(flat // n_layers - n_pos, flat % n_layers, s_comply, s_refuse, kl, forwards)
+
+
+@dataclass
+class RefusalScoreOracleResult:
+    position: int
+    layer: int
+    bypass: torch.Tensor  # [P, L]
+    induce: torch.Tensor
+    kl: torch.Tensor
+
+
+def refusal_score_oracle(
+    adapter: ModelAdapter,
+    candidates: CandidateSet,
+    token_ids: Sequence[int],
+    harmful_val: Sequence[EncodedBatch],
+    harmless_val: Sequence[EncodedBatch],
+    *,
+    steering: str,
+    prune_layer_fraction: float = 0.2,
+    kl_threshold: float = 0.1,
+    induce_threshold: float = 0.0,
+) -> RefusalScoreOracleResult:
+    """SPEC §4 the straightforward way: every candidate, full forwards, then filter and argmin."""
+
+    def log_odds(logprobs: torch.Tensor) -> torch.Tensor:
+        p = logprobs.double().exp()[:, list(token_ids)].sum(-1)
+        return torch.log(p + 1e-8) - torch.log(1 - p + 1e-8)
+
+    n_pos, n_layers = candidates.n_positions, candidates.n_layers
+    _, clean = _last_token_inputs(adapter, harmless_val)
+    bypass = torch.zeros(n_pos, n_layers, dtype=torch.float64)
+    induce = torch.zeros(n_pos, n_layers, dtype=torch.float64)
+    kl = torch.zeros(n_pos, n_layers, dtype=torch.float64)
+    for p in range(n_pos):
+        for layer in range(n_layers):
+            r = candidates.direction(p - n_pos, layer)
+            mu = candidates.reference(p - n_pos, layer)
+            if steering == "lce":
+                remove, add = DirectionalAblation(r), ActivationAddition(r, layer, 1.0)
+            else:
+                remove, add = AffineEdit(r, mu, layer, 0.0), AffineEdit(r, mu, layer, 1.0)
+            with applied(adapter, remove):
+                _, harmful_removed = _last_token_inputs(adapter, harmful_val)
+                _, harmless_removed = _last_token_inputs(adapter, harmless_val)
+            with applied(adapter, add):
+                _, harmless_added = _last_token_inputs(adapter, harmless_val)
+            bypass[p, layer] = log_odds(harmful_removed).mean()
+            induce[p, layer] = log_odds(harmless_added).mean()
+            kl[p, layer] = (clean.exp() * (clean - harmless_removed)).sum(-1).double().mean()
+    keep = torch.ones(n_pos, n_layers, dtype=torch.bool)
+    keep[:, math.floor((1 - prune_layer_fraction) * n_layers + 1e-9) :] = False
+    keep &= kl <= kl_threshold
+    keep &= induce >= induce_threshold
+    masked = torch.where(keep, bypass, torch.tensor(math.inf, dtype=torch.float64))
+    flat = int(masked.argmin())
+    return RefusalScoreOracleResult(flat // n_layers - n_pos, flat % n_layers, bypass, induce, kl)

@@ -13,8 +13,9 @@ from refusalkit.errors import RefusalkitError
 from refusalkit.prompts.chat import build_chat_format
 from refusalkit.prompts.datasets import builtin_prompts, split_prompts
 from refusalkit.selection.cosmic import CosmicSettings, EvaluationLayers
-from refusalkit.selection.engine import CosmicEngine
-from tests.oracle import cosmic_oracle
+from refusalkit.selection.engine import CosmicEngine, RefusalScoreEngine
+from refusalkit.selection.refusal_score import RefusalScoreSettings, RefusalTokens, refusal_tokens
+from tests.oracle import cosmic_oracle, refusal_score_oracle
 from tests.tiny import make_adapter
 
 N_LAYERS = 6
@@ -48,7 +49,7 @@ def test_engine_matches_oracle(setup, steering, l_low):
     # A threshold that rejects the best-scoring candidates exercises the lazy KL order.
     cutoff = math.floor(0.8 * N_LAYERS)
     allowed = oracle.kl[:, :cutoff].flatten().sort().values
-    threshold = float(allowed[len(allowed) // 2])
+    threshold = float(allowed[len(allowed) // 2 - 1 : len(allowed) // 2 + 1].mean())
     oracle = cosmic_oracle(
         adapter, candidates, l_low, harmful_val, harmless_val, steering=steering,
         kl_threshold=threshold,
@@ -92,3 +93,46 @@ def test_candidates_are_difference_of_means(setup):
     torch.testing.assert_close(
         candidates.directions, candidates.harmful_means - candidates.harmless_means
     )
+
+
+@pytest.mark.parametrize("steering", ["lce", "ace"])
+def test_refusal_score_engine_matches_oracle(setup, steering):
+    adapter, candidates, harmful_val, harmless_val = setup
+    # Random tiny models have no refusal tokens of their own: use a few frequent ids as R.
+    tokens = RefusalTokens((5, 17, 40), ("a", "b", "c"), ("test",))
+    oracle = refusal_score_oracle(
+        adapter, candidates, tokens.ids, harmful_val, harmless_val, steering=steering,
+        kl_threshold=1e9, induce_threshold=-1e9,
+    )  # fmt: skip
+    cutoff = math.floor(0.8 * N_LAYERS)
+    # Thresholds halfway between two observed values, so float noise cannot flip a decision.
+    induces = oracle.induce[:, :cutoff].flatten().sort().values
+    induce_threshold = float(induces[len(induces) // 2 - 1 : len(induces) // 2 + 1].mean())
+    kls = oracle.kl[:, :cutoff].flatten().sort().values
+    kl_threshold = float(kls[-4:-2].mean())
+    oracle = refusal_score_oracle(
+        adapter, candidates, tokens.ids, harmful_val, harmless_val, steering=steering,
+        kl_threshold=kl_threshold, induce_threshold=induce_threshold,
+    )  # fmt: skip
+    settings = RefusalScoreSettings(
+        steering=steering, kl_threshold=kl_threshold, induce_threshold=induce_threshold
+    )
+    engine = RefusalScoreEngine(adapter, candidates, settings, tokens, harmful_val, harmless_val)
+    outcome = engine.run()
+    assert (outcome.selected.position, outcome.selected.layer) == (oracle.position, oracle.layer)
+    for record in outcome.records:
+        p, l = record.position, record.layer
+        if l >= cutoff:
+            assert record.status == "layer" and math.isnan(record.bypass)
+            continue
+        assert record.bypass == pytest.approx(float(oracle.bypass[p, l]), abs=1e-5)
+        assert record.induce == pytest.approx(float(oracle.induce[p, l]), abs=1e-5)
+
+
+def test_refusal_tokens_are_derived_from_the_tokenizer(setup):
+    adapter, *_ = setup
+    tokens = refusal_tokens(adapter.tokenizer)
+    assert tokens.ids and len(tokens.ids) == len(set(tokens.ids))
+    for phrase in tokens.phrases:
+        first = adapter.tokenizer(phrase, add_special_tokens=False)["input_ids"][0]
+        assert first in tokens.ids

@@ -15,7 +15,7 @@ The straightforward computation lives in ``tests/oracle.py`` and the tests check
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -38,6 +38,13 @@ from refusalkit.selection.cosmic import (
     aggregate,
     cosine,
     select,
+)
+from refusalkit.selection.refusal_score import (
+    RefusalScoreOutcome,
+    RefusalScoreSettings,
+    RefusalTokens,
+    refusal_log_odds,
+    select_by_refusal_score,
 )
 
 
@@ -85,6 +92,106 @@ def first_touched_layer(intervention: Intervention) -> int:
     return 0 if isinstance(intervention, DirectionalAblation) else intervention.layer
 
 
+class ValidationForwards:
+    """Clean passes over the two validation sets, and intervened forwards that reuse them.
+
+    The clean pass caches every block input an intervention can start at (full sequences), the
+    mean block input at position -1 for the ``read_layers`` (COSMIC's ``L_low``), and, for the
+    harmless set, last-position log-probs (the KL reference).
+    """
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        harmful_val: Sequence[EncodedBatch],
+        harmless_val: Sequence[EncodedBatch],
+        *,
+        cache_up_to: int,
+        read_layers: Sequence[int] = (),
+    ) -> None:
+        self.adapter = adapter
+        self.read_layers = list(read_layers)
+        self.cache_layers = list(range(min(adapter.n_layers, cache_up_to + 1)))
+        self.work = WorkCounter()
+        self.harmful = self._clean_pass(harmful_val, logits=False, label="harmful val")
+        self.harmless = self._clean_pass(harmless_val, logits=True, label="harmless val")
+
+    def _clean_pass(self, batches: Sequence[EncodedBatch], logits: bool, label: str) -> CleanPass:
+        inputs, logprobs = [], []
+        total = torch.zeros(len(self.read_layers), self.adapter.hidden_size, dtype=torch.float64)
+        count = 0
+        progress = bar(f"clean pass: {label}", len(batches))
+        for batch in batches:
+            out = forward(
+                self.adapter, batch, read_layers=self.cache_layers, positions=None, logits=logits
+            )
+            inputs.append({l: out.readings[l].to(self.adapter.dtype) for l in self.cache_layers})
+            for k, layer in enumerate(self.read_layers):
+                total[k] += out.readings[layer][:, -1].double().sum(0).cpu()
+            if logits:
+                assert out.last_logits is not None
+                logprobs.append(torch.log_softmax(out.last_logits, dim=-1))
+            count += batch.size
+            blocks = self.adapter.n_layers if logits else max(self.cache_layers) + 1
+            self.work.add("clean", batch.size, blocks)
+            progress.update()
+        progress.close()
+        return CleanPass(list(batches), inputs, total / count, logprobs if logits else None)
+
+    def reading_means(
+        self, clean: CleanPass, intervention: Intervention, kind: str
+    ) -> torch.Tensor:
+        """Mean block input at position -1 for ``read_layers`` under ``intervention``."""
+        start = first_touched_layer(intervention)
+        # Readings before the first touched layer are the clean ones: only later layers are run.
+        means = clean.l_low_means.clone()
+        affected = [k for k, layer in enumerate(self.read_layers) if layer >= start]
+        if not affected:
+            return means
+        layers = [self.read_layers[k] for k in affected]
+        total = torch.zeros(len(affected), self.adapter.hidden_size, dtype=torch.float64)
+        count = 0
+        with applied(self.adapter, intervention):
+            for index, batch in enumerate(clean.batches):
+                states = clean.block_inputs[index][start] if start > 0 else None
+                out = forward(
+                    self.adapter, batch, read_layers=layers, positions=[-1],
+                    start_layer=start, start_states=states,
+                )  # fmt: skip
+                for j, layer in enumerate(layers):
+                    total[j] += out.readings[layer][:, 0].double().sum(0).cpu()
+                count += batch.size
+                self.work.add(kind, batch.size, max(layers) + 1 - start)
+        means[affected] = total / count
+        return means
+
+    def last_logits(
+        self, clean: CleanPass, intervention: Intervention, kind: str
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """(batch index, last-position logits) for every batch under ``intervention``."""
+        start = first_touched_layer(intervention)
+        with applied(self.adapter, intervention):
+            for index, batch in enumerate(clean.batches):
+                states = clean.block_inputs[index][start] if start > 0 else None
+                out = forward(
+                    self.adapter, batch, logits=True, start_layer=start, start_states=states
+                )
+                assert out.last_logits is not None
+                self.work.add(kind, batch.size, self.adapter.n_layers - start)
+                yield index, out.last_logits
+
+    def kl(self, intervention: Intervention) -> float:
+        """Mean over harmless val of KL(p_clean ‖ p_intervened) at the last prompt position."""
+        assert self.harmless.last_logprobs is not None
+        total, count = 0.0, 0
+        for index, logits in self.last_logits(self.harmless, intervention, "kl"):
+            clean = self.harmless.last_logprobs[index]
+            changed = torch.log_softmax(logits, dim=-1)
+            total += float((clean.exp() * (clean - changed)).sum(-1).double().sum())
+            count += int(logits.shape[0])
+        return total / count
+
+
 class CosmicEngine:
     def __init__(
         self,
@@ -99,97 +206,32 @@ class CosmicEngine:
         self.candidates = candidates
         self.l_low = list(evaluation_layers.layers)
         self.settings = settings
-        self.work = WorkCounter()
-        n_layers = adapter.n_layers
         # Clean block inputs are cached for every layer an intervention can start at.
-        self.cache_layers = list(
-            range(min(n_layers, max(max(self.l_low), settings.max_layer(n_layers)) + 1))
-        )
-        self.harmful = self._clean_pass(harmful_val, logits=False, label="harmful val")
-        self.harmless = self._clean_pass(harmless_val, logits=True, label="harmless val")
+        self.forwards = ValidationForwards(
+            adapter, harmful_val, harmless_val,
+            cache_up_to=max(max(self.l_low), settings.max_layer(adapter.n_layers)),
+            read_layers=self.l_low,
+        )  # fmt: skip
+        self.work = self.forwards.work
         # Baselines (SPEC §3.2): b̄ from harmful val, ā from harmless val, no intervention.
-        self.harmful_baseline = aggregate(self.harmful.l_low_means, settings.aggregation)
-        self.harmless_baseline = aggregate(self.harmless.l_low_means, settings.aggregation)
-
-    def _clean_pass(self, batches: Sequence[EncodedBatch], logits: bool, label: str) -> CleanPass:
-        inputs, logprobs = [], []
-        total = torch.zeros(len(self.l_low), self.adapter.hidden_size, dtype=torch.float64)
-        count = 0
-        progress = bar(f"clean pass: {label}", len(batches))
-        for batch in batches:
-            out = forward(
-                self.adapter, batch, read_layers=self.cache_layers, positions=None, logits=logits
-            )
-            inputs.append({l: out.readings[l].to(self.adapter.dtype) for l in self.cache_layers})
-            for k, layer in enumerate(self.l_low):
-                total[k] += out.readings[layer][:, -1].double().sum(0).cpu()
-            if logits:
-                assert out.last_logits is not None
-                logprobs.append(torch.log_softmax(out.last_logits, dim=-1))
-            count += batch.size
-            blocks = self.adapter.n_layers if logits else max(self.cache_layers) + 1
-            self.work.add("clean", batch.size, blocks)
-            progress.update()
-        progress.close()
-        return CleanPass(list(batches), inputs, total / count, logprobs if logits else None)
-
-    # -- scores ---------------------------------------------------------------------------
-
-    def _l_low_means(self, clean: CleanPass, intervention: Intervention, kind: str) -> torch.Tensor:
-        start = first_touched_layer(intervention)
-        # Readings before the first touched layer are the clean ones: only later layers are run.
-        means = clean.l_low_means.clone()
-        affected = [k for k, layer in enumerate(self.l_low) if layer >= start]
-        if not affected:
-            return means
-        read_layers = [self.l_low[k] for k in affected]
-        total = torch.zeros(len(affected), self.adapter.hidden_size, dtype=torch.float64)
-        count = 0
-        with applied(self.adapter, intervention):
-            for index, batch in enumerate(clean.batches):
-                states = clean.block_inputs[index][start] if start > 0 else None
-                out = forward(
-                    self.adapter, batch, read_layers=read_layers, positions=[-1],
-                    start_layer=start, start_states=states,
-                )  # fmt: skip
-                for j, layer in enumerate(read_layers):
-                    total[j] += out.readings[layer][:, 0].double().sum(0).cpu()
-                count += batch.size
-                self.work.add(kind, batch.size, max(read_layers) + 1 - start)
-        means[affected] = total / count
-        return means
+        self.harmful_baseline = aggregate(self.forwards.harmful.l_low_means, settings.aggregation)
+        self.harmless_baseline = aggregate(self.forwards.harmless.l_low_means, settings.aggregation)
 
     def s_comply(self, position: int, layer: int) -> float:
         """cos(harmful val under removal, harmless baseline ā)."""
         intervention = removal(self.candidates, self.settings.steering, position, layer)
-        means = self._l_low_means(self.harmful, intervention, "s_comply")
+        means = self.forwards.reading_means(self.forwards.harmful, intervention, "s_comply")
         return cosine(aggregate(means, self.settings.aggregation), self.harmless_baseline)
 
     def s_refuse(self, position: int, layer: int) -> float:
         """cos(harmless val under addition α=1, harmful baseline b̄)."""
         intervention = addition(self.candidates, self.settings.steering, position, layer)
-        means = self._l_low_means(self.harmless, intervention, "s_refuse")
+        means = self.forwards.reading_means(self.forwards.harmless, intervention, "s_refuse")
         return cosine(aggregate(means, self.settings.aggregation), self.harmful_baseline)
 
     def kl(self, position: int, layer: int) -> float:
         """Mean over harmless val of KL(p_clean ‖ p_removed) at the last prompt position."""
-        intervention = removal(self.candidates, self.settings.steering, position, layer)
-        start = first_touched_layer(intervention)
-        assert self.harmless.last_logprobs is not None
-        total, count = 0.0, 0
-        with applied(self.adapter, intervention):
-            for index, batch in enumerate(self.harmless.batches):
-                states = self.harmless.block_inputs[index][start] if start > 0 else None
-                out = forward(
-                    self.adapter, batch, logits=True, start_layer=start, start_states=states
-                )
-                assert out.last_logits is not None
-                clean = self.harmless.last_logprobs[index]
-                removed = torch.log_softmax(out.last_logits, dim=-1)
-                total += float((clean.exp() * (clean - removed)).sum(-1).double().sum())
-                count += batch.size
-                self.work.add("kl", batch.size, self.adapter.n_layers - start)
-        return total / count
+        return self.forwards.kl(removal(self.candidates, self.settings.steering, position, layer))
 
     # -- selection ------------------------------------------------------------------------
 
@@ -223,3 +265,58 @@ class CosmicEngine:
     def run(self) -> SelectionOutcome:
         s_comply, s_refuse = self.score_all()
         return select(s_comply, s_refuse, self.settings, self.kl)
+
+
+class RefusalScoreEngine:
+    """Output-based selection (SPEC §4): refusal log-odds under removal and addition."""
+
+    def __init__(
+        self,
+        adapter: ModelAdapter,
+        candidates: CandidateSet,
+        settings: RefusalScoreSettings,
+        tokens: RefusalTokens,
+        harmful_val: Sequence[EncodedBatch],
+        harmless_val: Sequence[EncodedBatch],
+    ) -> None:
+        self.adapter = adapter
+        self.candidates = candidates
+        self.settings = settings
+        self.tokens = tokens
+        self.forwards = ValidationForwards(
+            adapter, harmful_val, harmless_val,
+            cache_up_to=settings.max_layer(adapter.n_layers) - 1,
+        )  # fmt: skip
+        self.work = self.forwards.work
+
+    def _mean_score(self, clean: CleanPass, intervention: Intervention, kind: str) -> float:
+        total, count = 0.0, 0
+        for _, logits in self.forwards.last_logits(clean, intervention, kind):
+            total += float(refusal_log_odds(logits, self.tokens.ids).sum())
+            count += int(logits.shape[0])
+        return total / count
+
+    def bypass(self, position: int, layer: int) -> float:
+        intervention = removal(self.candidates, self.settings.steering, position, layer)
+        return self._mean_score(self.forwards.harmful, intervention, "bypass")
+
+    def induce(self, position: int, layer: int) -> float:
+        intervention = addition(self.candidates, self.settings.steering, position, layer)
+        return self._mean_score(self.forwards.harmless, intervention, "induce")
+
+    def kl(self, position: int, layer: int) -> float:
+        return self.forwards.kl(removal(self.candidates, self.settings.steering, position, layer))
+
+    def run(self) -> RefusalScoreOutcome:
+        n_positions, n_layers = self.candidates.n_positions, self.candidates.n_layers
+        bypass = torch.full((n_positions, n_layers), math.nan, dtype=torch.float64)
+        induce = torch.full((n_positions, n_layers), math.nan, dtype=torch.float64)
+        cutoff = self.settings.max_layer(n_layers)  # later candidates are dropped: never scored
+        todo = [(p, l) for p in range(-n_positions, 0) for l in range(cutoff)]
+        progress = bar(f"refusal-score-{self.settings.steering.upper()} scoring", len(todo))
+        for position, layer in todo:
+            bypass[position, layer] = self.bypass(position, layer)
+            induce[position, layer] = self.induce(position, layer)
+            progress.update()
+        progress.close()
+        return select_by_refusal_score(bypass, induce, self.settings, self.kl)
