@@ -35,7 +35,7 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _fraction(text: str) -> float:
+def _number(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -52,7 +52,7 @@ def _layer_list(text: str) -> list[int]:
         ) from None
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
+def _add_run_options(parser: argparse.ArgumentParser, *, choose_method: bool = True) -> None:
     data = parser.add_argument_group("model and data")
     data.add_argument(
         "--model",
@@ -110,16 +110,24 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
         help="prompts per forward (default %(default)s)",
     )
     sizes.add_argument("--seed", type=int, default=0, help="split seed (default %(default)s)")
-    method = parser.add_argument_group("COSMIC selection")
-    method.add_argument(
-        "--steering",
-        choices=("lce", "ace"),
-        default="lce",
-        help="lce: ablation everywhere + addition at the layer; ace: affine concept editing",
-    )
+    method = parser.add_argument_group("selection")
+    if choose_method:
+        method.add_argument(
+            "--selector",
+            choices=("cosmic", "refusal-score"),
+            default="cosmic",
+            help="cosmic (activations only; default) or refusal-score (Arditi et al.: "
+            "refusal-token log-odds, for comparison)",
+        )
+        method.add_argument(
+            "--steering",
+            choices=("lce", "ace"),
+            default="lce",
+            help="lce: ablation everywhere + addition at the layer; ace: affine concept editing",
+        )
     method.add_argument(
         "--l-low-fraction",
-        type=_fraction,
+        type=_number,
         default=0.1,
         help="fraction of layers used as evaluation layers (default %(default)s)",
     )
@@ -139,15 +147,22 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     )
     method.add_argument(
         "--prune-layer-fraction",
-        type=_fraction,
+        type=_number,
         default=0.2,
         help="drop candidates in this last fraction of layers (default %(default)s)",
     )
     method.add_argument(
         "--kl-threshold",
-        type=_fraction,
+        type=_number,
         default=0.1,
         help="drop candidates whose KL on harmless prompts exceeds this (default %(default)s)",
+    )
+    method.add_argument(
+        "--induce-threshold",
+        type=_number,
+        default=0.0,
+        help="refusal-score selector: drop candidates whose mean refusal score under addition "
+        "is below this (default %(default)s)",
     )
     method.add_argument(
         "--no-median-peak-filter",
@@ -190,6 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
         "run", help="extract candidates, select with COSMIC, evaluate, report"
     )
     _add_run_options(run_parser)
+    compare_parser = commands.add_parser(
+        "compare",
+        help="COSMIC and refusal-score selection, each with LCE and ACE, on the same candidates",
+    )
+    _add_run_options(compare_parser, choose_method=False)
     commands.add_parser("models", help="list the embedded models")
     prepare = commands.add_parser("prepare", help="download and convert an embedded model now")
     prepare.add_argument("model", nargs="?", default=DEFAULT_MODEL, choices=sorted(EMBEDDED_MODELS))
@@ -200,17 +220,34 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     n_train = args.n_train or (PAPER_SIZES["n_train"] if args.paper else CPU_DEFAULTS["n_train"])
     n_val = args.n_val or (PAPER_SIZES["n_val"] if args.paper else CPU_DEFAULTS["n_val"])
     return RunConfig(
-        model=args.model, harmful=args.harmful, harmless=args.harmless, column=args.column,
-        system_prompt=args.system_prompt, steering=args.steering, n_train=n_train, n_val=n_val,
-        n_test=args.n_test, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-        seed=args.seed, device=args.device, dtype=args.dtype,
+        model=args.model,
+        harmful=args.harmful,
+        harmless=args.harmless,
+        column=args.column,
+        system_prompt=args.system_prompt,
+        steering=getattr(args, "steering", "lce"),
+        n_train=n_train,
+        n_val=n_val,
+        n_test=args.n_test,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        selector=getattr(args, "selector", "cosmic"),
+        device=args.device,
+        dtype=args.dtype,
         trust_remote_code=args.trust_remote_code,
-        layers_path=args.layers_path, attention_path=args.attention_path, mlp_path=args.mlp_path,
-        l_low_fraction=args.l_low_fraction, l_low_second_half=args.l_low_second_half,
-        l_low_layers=args.l_low_layers, aggregation=args.aggregation,
-        prune_layer_fraction=args.prune_layer_fraction, kl_threshold=args.kl_threshold,
+        layers_path=args.layers_path,
+        attention_path=args.attention_path,
+        mlp_path=args.mlp_path,
+        l_low_fraction=args.l_low_fraction,
+        l_low_second_half=args.l_low_second_half,
+        l_low_layers=args.l_low_layers,
+        aggregation=args.aggregation,
+        prune_layer_fraction=args.prune_layer_fraction,
+        kl_threshold=args.kl_threshold,
         median_peak_filter=not args.no_median_peak_filter,
-    )  # fmt: skip
+        induce_threshold=args.induce_threshold,
+    )
 
 
 def _default_out(model: str) -> Path:
@@ -221,7 +258,9 @@ def _default_out(model: str) -> Path:
 def _print_summary(summary: dict[str, Any], out: Path) -> None:
     selection, evaluation = summary["selection"], summary["evaluation"]
     lines = [
-        f"COSMIC-{selection['steering'].upper()} selected position {selection['position']}, "
+        f"{selection['method'].replace('cosmic', 'COSMIC')}-{selection['steering'].upper()} "
+        "selected position "
+        f"{selection['position']}, "
         f"layer {selection['layer']} (score {selection['score']:.4f}, KL {selection['kl']:.4f}; "
         f"{selection['n_kept']} of {selection['n_candidates']} candidates kept by the filters)",
     ]
@@ -256,11 +295,19 @@ def main(argv: list[str] | None = None) -> int:
             print(prepare_embedded(args.model))  # noqa: T201
             return 0
         from refusalkit import progress
-        from refusalkit.pipeline import run
+        from refusalkit.pipeline import compare, render_comparison, run
 
         progress.set_enabled(not args.quiet)
+        if args.quiet:
+            from transformers.utils import logging as transformers_logging
+
+            transformers_logging.disable_progress_bar()
         config = config_from_args(args)
         out = args.out or _default_out(config.model)
+        if args.command == "compare":
+            comparison = compare(config, out, force=args.force)
+            print(render_comparison(comparison), f"run directory: {out}", sep="\n")  # noqa: T201
+            return 0
         summary = run(config, out, force=args.force)
         _print_summary(summary, out)
         return 0

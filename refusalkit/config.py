@@ -20,6 +20,7 @@ class RunConfig:
     harmless: str | None = None
     column: str | None = None  # prompt column in users' files; None = detect
     system_prompt: str = "none"  # none | default | any text
+    selector: str = "cosmic"  # cosmic | refusal-score (Arditi et al., output-based)
     steering: str = "lce"
     n_train: int = CPU_DEFAULTS["n_train"]
     n_val: int = CPU_DEFAULTS["n_val"]
@@ -39,6 +40,7 @@ class RunConfig:
     aggregation: str = "mean"
     prune_layer_fraction: float = 0.2
     kl_threshold: float = 0.1
+    induce_threshold: float = 0.0  # refusal-score selector: drop candidates inducing less
     median_peak_filter: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 

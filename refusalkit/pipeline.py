@@ -14,7 +14,6 @@ import math
 import platform
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.generation import generate
 from refusalkit.evaluation.judges import SubstringJudge, is_degenerate
 from refusalkit.evaluation.metrics import Rate
+from refusalkit.interventions import Intervention
 from refusalkit.io import read_json, write_json, write_jsonl, write_tensors, write_text
 from refusalkit.models.adapter import ArchitectureOverride, ModelAdapter
 from refusalkit.models.loading import ResolvedModel, load_model, resolve_model_path
@@ -43,15 +43,20 @@ from refusalkit.prompts.datasets import (
     split_manifest,
     split_prompts,
 )
-from refusalkit.selection.cosmic import CosmicSettings, SelectionOutcome, low_similarity_layers
-from refusalkit.selection.engine import CosmicEngine, addition, removal
+from refusalkit.selection.cosmic import CosmicSettings, low_similarity_layers
+from refusalkit.selection.engine import CosmicEngine, RefusalScoreEngine, addition, removal
+from refusalkit.selection.refusal_score import RefusalScoreSettings, refusal_tokens
 
 logger = logging.getLogger(__name__)
 
 
-def cosmic_settings(config: RunConfig) -> CosmicSettings:
+SELECTORS = ("cosmic", "refusal-score")
+METHODS = tuple((selector, steering) for selector in SELECTORS for steering in ("lce", "ace"))
+
+
+def cosmic_settings(config: RunConfig, steering: str | None = None) -> CosmicSettings:
     return CosmicSettings(
-        steering=config.steering,
+        steering=steering or config.steering,
         l_low_fraction=config.l_low_fraction,
         l_low_second_half=config.l_low_second_half,
         l_low_layers=tuple(config.l_low_layers) if config.l_low_layers else None,
@@ -111,127 +116,92 @@ class RunDirectory:
 
 
 @dataclass
-class EvaluationResult:
-    rows: list[dict[str, Any]]
-    harmful_baseline: Rate
-    harmful_intervention: Rate
-    harmless_baseline: Rate
-    harmless_intervention: Rate
-    degenerate: Rate
+class Session:
+    """Everything the stages after loading need: model, chat format, splits, candidates."""
+
+    config: RunConfig
+    adapter: ModelAdapter
+    chat: ChatFormat
+    splits: dict[str, Splits]
+    candidates: CandidateSet
+    provenance: dict[str, Any]
+
+    def batches(self, label: str, split: str) -> list[EncodedBatch]:
+        prompts = getattr(self.splits[label], split)
+        return encode_batches(self.chat, prompts, self.config.batch_size, self.adapter.device)
 
 
-def evaluate(
-    adapter: ModelAdapter,
-    chat: ChatFormat,
-    candidates: CandidateSet,
-    outcome: SelectionOutcome,
+def open_session(
     config: RunConfig,
+    run_dir: RunDirectory,
+    resolved: ResolvedModel,
     splits: dict[str, Splits],
-) -> EvaluationResult:
-    """Greedy completions on the test splits, baseline vs intervention, substring-judged."""
-    judge = SubstringJudge()
-    position, layer = outcome.selected.position, outcome.selected.layer
-    plan = (
-        ("harmful", "baseline", None),
-        ("harmful", "intervention", removal(candidates, config.steering, position, layer)),
-        ("harmless", "baseline", None),
-        ("harmless", "intervention", addition(candidates, config.steering, position, layer)),
+    resuming: bool,
+) -> Session:
+    """Load the model and compute (or, when resuming, reload) the candidate directions."""
+    override = ArchitectureOverride(config.layers_path, config.attention_path, config.mlp_path)
+    adapter, resolved = load_model(
+        resolved,
+        device=config.device,
+        dtype=config.dtype,
+        trust_remote_code=config.trust_remote_code,
+        override=override,
     )
-    rows: list[dict[str, Any]] = []
-    rates: dict[tuple[str, str], Rate] = {}
-    for label, condition, intervention in plan:
-        prompts: list[Prompt] = splits[label].test
-        completions = generate(
-            adapter, chat, prompts, intervention=intervention, max_new_tokens=config.max_new_tokens,
-            batch_size=config.batch_size, description=f"generating: {label} {condition}",
-        )  # fmt: skip
-        verdicts = judge.judge(completions)
-        rates[(label, condition)] = Rate(sum(verdicts), len(verdicts))
-        for prompt, completion, refused in zip(prompts, completions, verdicts, strict=True):
-            rows.append({
-                "set": label, "condition": condition,
-                "intervention": intervention.describe() if intervention else "none",
-                "category": prompt.category, "prompt": prompt.text, "completion": completion,
-                "refusal": refused, "degenerate": is_degenerate(completion),
-            })  # fmt: skip
-    intervened = [r for r in rows if r["condition"] == "intervention"]
-    degenerate = Rate(sum(r["degenerate"] for r in intervened), len(intervened))
-    return EvaluationResult(
-        rows,
-        rates[("harmful", "baseline")],
-        rates[("harmful", "intervention")],
-        rates[("harmless", "baseline")],
-        rates[("harmless", "intervention")],
-        degenerate,
-    )
+    chat = build_chat_format(adapter.tokenizer, SystemPrompt.parse(config.system_prompt))
+    provenance = _provenance(resolved, adapter, chat)
+    write_json(run_dir.file("provenance.json"), provenance)
+    run_dir.status("candidates", "running")
+    path = run_dir.file("candidates.safetensors")
+    if resuming and path.exists():
+        candidates = CandidateSet.load(path)
+    else:
+
+        def train(label: str) -> list[EncodedBatch]:
+            return encode_batches(chat, splits[label].train, config.batch_size, adapter.device)
+
+        candidates = compute_candidates(
+            adapter, train("harmful"), train("harmless"), chat.n_post_instruction
+        )
+        candidates.save(path)
+    return Session(config, adapter, chat, splits, candidates, provenance)
 
 
-def _rate_block(n: int, baseline: Rate, intervention: Rate) -> dict[str, Any]:
-    return {
-        "n": n,
-        "baseline_refusal_rate": baseline.value,
-        "intervention_refusal_rate": intervention.value,
-        "baseline_refusal_count": baseline.count,
-        "intervention_refusal_count": intervention.count,
-        "baseline_refusal_rate_ci95": list(baseline.ci95),
-        "intervention_refusal_rate_ci95": list(intervention.ci95),
-    }
+SUMMARY_SELECTION_KEYS = (
+    "method",
+    "steering",
+    "position",
+    "layer",
+    "score",
+    "kl",
+    "n_candidates",
+    "n_kept",
+    "n_kl_evaluated",
+    "s_comply",
+    "s_refuse",
+    "bypass",
+    "induce",
+)
 
 
-def _provenance(resolved: ResolvedModel, adapter: ModelAdapter, chat: ChatFormat) -> dict[str, Any]:
-    import transformers
-
-    embedded = EMBEDDED_MODELS.get(resolved.spec)
-    return {
-        "model": {
-            "spec": resolved.spec, "kind": resolved.kind, "path": resolved.path,
-            "gguf_sha256": embedded.sha256 if embedded else None,
-            "class": type(adapter.model).__name__, "n_layers": adapter.n_layers,
-            "hidden_size": adapter.hidden_size, "dtype": str(adapter.dtype),
-            "device": str(adapter.device),
-            "layers_path": adapter.layers_path,
-        },
-        "chat": {
-            "system_prompt": chat.system.describe(),
-            "removed_template_default_system_prompt": chat.removed_default_system,
-            "post_instruction_tokens": chat.position_labels(),
-            "post_instruction_ids": list(chat.suffix_ids),
-            "example": chat.render("<instruction>"),
-        },
-        "versions": {
-            "refusalkit": __version__, "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version(),
-        },
-    }  # fmt: skip
-
-
-SELECTION_SUMMARY_KEYS = (
-    "method", "steering", "position", "layer", "score", "s_comply", "s_refuse", "kl",
-    "n_candidates", "n_kept", "n_kl_evaluated",
-)  # fmt: skip
-
-
-def select_direction(
-    adapter: ModelAdapter,
-    chat: ChatFormat,
-    candidates: CandidateSet,
-    settings: CosmicSettings,
-    batches: Callable[[str, str], list[EncodedBatch]],
-) -> dict[str, Any]:
-    """Run COSMIC and return the full ``selection.json`` record."""
+def _cosmic_record(session: Session, steering: str) -> dict[str, Any]:
+    settings = cosmic_settings(session.config, steering)
+    candidates = session.candidates
     evaluation_layers = low_similarity_layers(
         candidates.harmful_means[-1], candidates.harmless_means[-1], settings
     )
     engine = CosmicEngine(
-        adapter, candidates, evaluation_layers, settings,
-        batches("harmful", "val"), batches("harmless", "val"),
-    )  # fmt: skip
-    started = time.time()
+        session.adapter,
+        candidates,
+        evaluation_layers,
+        settings,
+        session.batches("harmful", "val"),
+        session.batches("harmless", "val"),
+    )
     outcome = engine.run()
     pick = outcome.selected
     return {
         "method": "cosmic",
-        "steering": settings.steering,
+        "steering": steering,
         "position": pick.position,
         "layer": pick.layer,
         "score": pick.score,
@@ -247,11 +217,221 @@ def select_direction(
         "layer_similarities": list(evaluation_layers.similarities),
         "median_peak_layers": outcome.median_layers,
         "settings": asdict(settings),
-        "position_tokens": chat.position_labels(),
         "work": {"block_forwards": engine.work.block_forwards, "per_kind": engine.work.per_kind},
-        "seconds": round(time.time() - started, 1),
         "candidates": [r.as_dict() for r in outcome.records],
         "ranking": [[r.position, r.layer] for r in outcome.ranking()],
+    }
+
+
+def _refusal_score_record(session: Session, steering: str) -> dict[str, Any]:
+    config = session.config
+    settings = RefusalScoreSettings(
+        steering=steering,
+        prune_layer_fraction=config.prune_layer_fraction,
+        kl_threshold=config.kl_threshold,
+        induce_threshold=config.induce_threshold,
+    )
+    tokens = refusal_tokens(session.adapter.tokenizer)
+    engine = RefusalScoreEngine(
+        session.adapter,
+        session.candidates,
+        settings,
+        tokens,
+        session.batches("harmful", "val"),
+        session.batches("harmless", "val"),
+    )
+    outcome = engine.run()
+    pick = outcome.selected
+    ranked = sorted(
+        outcome.records,
+        key=lambda r: (r.status not in ("selected", "kl", "not_needed"), _nan_last(r.bypass)),
+    )
+    return {
+        "method": "refusal-score",
+        "steering": steering,
+        "position": pick.position,
+        "layer": pick.layer,
+        "score": pick.bypass,  # the criterion: mean refusal log-odds under removal (lower wins)
+        "bypass": pick.bypass,
+        "induce": pick.induce,
+        "kl": pick.kl,
+        "n_candidates": len(outcome.records),
+        "n_kept": sum(r.status in ("selected", "kl", "not_needed") for r in outcome.records),
+        "n_kl_evaluated": sum(not math.isnan(r.kl) for r in outcome.records),
+        "refusal_tokens": {"ids": list(tokens.ids), "strings": list(tokens.strings)},
+        "settings": asdict(settings),
+        "work": {"block_forwards": engine.work.block_forwards, "per_kind": engine.work.per_kind},
+        "candidates": [r.as_dict() for r in outcome.records],
+        "ranking": [[r.position, r.layer] for r in ranked],
+    }
+
+
+def _nan_last(value: float) -> float:
+    return math.inf if math.isnan(value) else value
+
+
+def select_direction(session: Session, selector: str, steering: str) -> dict[str, Any]:
+    """Run one selector and return its full ``selection.json`` record."""
+    started = time.time()
+    if selector == "cosmic":
+        record = _cosmic_record(session, steering)
+    elif selector == "refusal-score":
+        record = _refusal_score_record(session, steering)
+    else:
+        raise RefusalkitError(f"invalid selector '{selector}': use cosmic or refusal-score")
+    record["position_tokens"] = session.chat.position_labels()
+    record["seconds"] = round(time.time() - started, 1)
+    return record
+
+
+def save_direction(path: Path, session: Session, record: dict[str, Any]) -> None:
+    position, layer = record["position"], record["layer"]
+    direction = session.candidates.direction(position, layer)
+    write_tensors(
+        path,
+        {
+            "direction": direction,
+            "direction_unit": direction / direction.norm(),
+            "harmless_mean": session.candidates.reference(position, layer),
+        },
+        {
+            "position": str(position),
+            "layer": str(layer),
+            "steering": record["steering"],
+            "method": record["method"],
+        },
+    )
+
+
+@dataclass
+class EvaluationResult:
+    rows: list[dict[str, Any]]
+    rates: dict[tuple[str, str], Rate]  # (set, condition) -> refusal rate
+    degenerate: Rate
+    interventions: dict[str, str]
+
+
+def _completions(
+    session: Session, label: str, intervention: Intervention | None, condition: str
+) -> list[dict[str, Any]]:
+    judge = SubstringJudge()
+    prompts: list[Prompt] = session.splits[label].test
+    completions = generate(
+        session.adapter,
+        session.chat,
+        prompts,
+        intervention=intervention,
+        max_new_tokens=session.config.max_new_tokens,
+        batch_size=session.config.batch_size,
+        description=f"generating: {label} {condition}",
+    )
+    return [
+        {
+            "set": label,
+            "condition": condition,
+            "intervention": intervention.describe() if intervention else "none",
+            "category": prompt.category,
+            "prompt": prompt.text,
+            "completion": completion,
+            "refusal": judge.is_refusal(completion),
+            "degenerate": is_degenerate(completion),
+        }
+        for prompt, completion in zip(prompts, completions, strict=True)
+    ]
+
+
+def baseline_rows(session: Session) -> list[dict[str, Any]]:
+    """Completions with no intervention, shared by every method evaluated in a session."""
+    return [
+        row
+        for label in ("harmful", "harmless")
+        for row in _completions(session, label, None, "baseline")
+    ]
+
+
+def evaluate(
+    session: Session, record: dict[str, Any], baselines: list[dict[str, Any]]
+) -> EvaluationResult:
+    """Greedy completions on the test splits: harmful under removal, harmless under addition."""
+    steering, position, layer = record["steering"], record["position"], record["layer"]
+    interventions = {
+        "harmful": removal(session.candidates, steering, position, layer),
+        "harmless": addition(session.candidates, steering, position, layer),
+    }
+    rows = list(baselines)
+    for label, intervention in interventions.items():
+        rows += _completions(session, label, intervention, "intervention")
+    rates = {
+        (label, condition): Rate(
+            sum(r["refusal"] for r in rows if r["set"] == label and r["condition"] == condition),
+            sum(1 for r in rows if r["set"] == label and r["condition"] == condition),
+        )
+        for label in ("harmful", "harmless")
+        for condition in ("baseline", "intervention")
+    }
+    intervened = [r for r in rows if r["condition"] == "intervention"]
+    degenerate = Rate(sum(r["degenerate"] for r in intervened), len(intervened))
+    described = {label: i.describe() for label, i in interventions.items()}
+    return EvaluationResult(rows, rates, degenerate, described)
+
+
+def _rate_block(baseline: Rate, intervention: Rate) -> dict[str, Any]:
+    return {
+        "n": baseline.n,
+        "baseline_refusal_rate": baseline.value,
+        "intervention_refusal_rate": intervention.value,
+        "baseline_refusal_count": baseline.count,
+        "intervention_refusal_count": intervention.count,
+        "baseline_refusal_rate_ci95": list(baseline.ci95),
+        "intervention_refusal_rate_ci95": list(intervention.ci95),
+    }
+
+
+def evaluation_block(result: EvaluationResult) -> dict[str, Any]:
+    return {
+        "harmful": _rate_block(
+            result.rates[("harmful", "baseline")], result.rates[("harmful", "intervention")]
+        ),
+        "harmless": _rate_block(
+            result.rates[("harmless", "baseline")], result.rates[("harmless", "intervention")]
+        ),
+        "judge": "substring",
+        "degenerate_rate": result.degenerate.value,
+        "degenerate_count": result.degenerate.count,
+        "interventions": result.interventions,
+    }
+
+
+def _provenance(resolved: ResolvedModel, adapter: ModelAdapter, chat: ChatFormat) -> dict[str, Any]:
+    import transformers
+
+    embedded = EMBEDDED_MODELS.get(resolved.spec)
+    return {
+        "model": {
+            "spec": resolved.spec,
+            "kind": resolved.kind,
+            "path": resolved.path,
+            "gguf_sha256": embedded.sha256 if embedded else None,
+            "class": type(adapter.model).__name__,
+            "n_layers": adapter.n_layers,
+            "hidden_size": adapter.hidden_size,
+            "dtype": str(adapter.dtype),
+            "device": str(adapter.device),
+            "layers_path": adapter.layers_path,
+        },
+        "chat": {
+            "system_prompt": chat.system.describe(),
+            "removed_template_default_system_prompt": chat.removed_default_system,
+            "post_instruction_tokens": chat.position_labels(),
+            "post_instruction_ids": list(chat.suffix_ids),
+            "example": chat.render("<instruction>"),
+        },
+        "versions": {
+            "refusalkit": __version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
     }
 
 
@@ -261,99 +441,61 @@ def _config_digest(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
-    """Run the whole COSMIC pipeline and return ``summary.json``'s content."""
-    started = time.time()
-    settings = cosmic_settings(config)  # validates settings before anything is written
-    system = SystemPrompt.parse(config.system_prompt)
+def _start(
+    config: RunConfig, out: Path, force: bool
+) -> tuple[RunDirectory, ResolvedModel, dict[str, Splits], bool]:
+    """Validate everything that can be validated before a file is written, then create the run
+    directory."""
+    for steering in ("lce", "ace"):
+        cosmic_settings(config, steering)
+    if config.selector not in SELECTORS:
+        raise RefusalkitError(f"invalid selector '{config.selector}': use {' or '.join(SELECTORS)}")
+    SystemPrompt.parse(config.system_prompt)
     splits, sources = load_splits(config)
     resolved = resolve_model_path(config.model)  # unknown models fail before anything is written
     run_dir = RunDirectory(out)
     resuming = run_dir.prepare(config.as_dict(), force)
+    write_json(run_dir.file("splits.json"), split_manifest(splits, sources))
+    return run_dir, resolved, splits, resuming
+
+
+def _selection_stage(
+    session: Session, run_dir: RunDirectory, name: str, selector: str, steering: str, resuming: bool
+) -> dict[str, Any]:
+    path = run_dir.file(name)
+    if resuming and path.exists():
+        return dict(read_json(path))
+    record = select_direction(session, selector, steering)
+    write_json(path, record)
+    return record
+
+
+def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
+    """Run the whole pipeline (COSMIC by default) and return ``summary.json``'s content."""
+    started = time.time()
+    run_dir, resolved, splits, resuming = _start(config, out, force)
     stage = "load"
     try:
         run_dir.status(stage, "running")
-        write_json(run_dir.file("splits.json"), split_manifest(splits, sources))
-        override = ArchitectureOverride(config.layers_path, config.attention_path, config.mlp_path)
-        adapter, resolved = load_model(
-            resolved, device=config.device, dtype=config.dtype,
-            trust_remote_code=config.trust_remote_code, override=override,
-        )  # fmt: skip
-        chat = build_chat_format(adapter.tokenizer, system)
-        provenance = _provenance(resolved, adapter, chat)
-        write_json(run_dir.file("provenance.json"), provenance)
-
-        def batches(label: str, split: str) -> list[EncodedBatch]:
-            prompts = getattr(splits[label], split)
-            return encode_batches(chat, prompts, config.batch_size, adapter.device)
-
-        stage = "candidates"
-        run_dir.status(stage, "running")
-        candidates_path = run_dir.file("candidates.safetensors")
-        if resuming and candidates_path.exists():
-            candidates = CandidateSet.load(candidates_path)
-        else:
-            candidates = compute_candidates(
-                adapter,
-                batches("harmful", "train"),
-                batches("harmless", "train"),
-                chat.n_post_instruction,
-            )
-            candidates.save(candidates_path)
-
+        session = open_session(config, run_dir, resolved, splits, resuming)
         stage = "selection"
         run_dir.status(stage, "running")
-        selection_path = run_dir.file("selection.json")
-        if resuming and selection_path.exists():
-            record = read_json(selection_path)
-        else:
-            record = select_direction(adapter, chat, candidates, settings, batches)
-            write_json(selection_path, record)
-        outcome = SelectionOutcome.from_records(record["candidates"], record["median_peak_layers"])
-        l_low = tuple(record["l_low"])
-        pick = outcome.selected
-        selection = {key: record[key] for key in SELECTION_SUMMARY_KEYS}
-        direction = candidates.direction(pick.position, pick.layer)
-        write_tensors(
-            run_dir.file("direction.safetensors"),
-            {"direction": direction, "direction_unit": direction / direction.norm(),
-             "harmless_mean": candidates.reference(pick.position, pick.layer)},
-            {"position": str(pick.position), "layer": str(pick.layer), "steering": config.steering},
-        )  # fmt: skip
-
+        record = _selection_stage(
+            session, run_dir, "selection.json", config.selector, config.steering, resuming
+        )
+        save_direction(run_dir.file("direction.safetensors"), session, record)
         stage = "evaluation"
         run_dir.status(stage, "running")
-        result = evaluate(adapter, chat, candidates, outcome, config, splits)
+        result = evaluate(session, record, baseline_rows(session))
         write_jsonl(run_dir.file("completions.jsonl"), result.rows)
-
         summary = {
             "model": config.model,
-            "selection": selection,
-            "evaluation": {
-                "harmful": _rate_block(
-                    config.n_test, result.harmful_baseline, result.harmful_intervention
-                ),
-                "harmless": _rate_block(
-                    config.n_test, result.harmless_baseline, result.harmless_intervention
-                ),
-                "judge": "substring",
-                "degenerate_rate": result.degenerate.value,
-                "interventions": {
-                    "harmful": removal(
-                        candidates, config.steering, pick.position, pick.layer
-                    ).describe(),
-                    "harmless": addition(
-                        candidates, config.steering, pick.position, pick.layer
-                    ).describe(),
-                },
-            },
+            "selection": {k: record[k] for k in SUMMARY_SELECTION_KEYS if k in record},
+            "evaluation": evaluation_block(result),
             "config_sha256": _config_digest(config.as_dict()),
             "seconds": round(time.time() - started, 1),
         }
-        write_text(
-            run_dir.file("report.md"),
-            render_report(summary, provenance, outcome, l_low),
-        )
+        write_text(run_dir.file("report.md"), render_report(summary, session.provenance, record))
         write_json(run_dir.file("summary.json"), summary)
         run_dir.status("done", "complete")
         return summary
@@ -362,11 +504,121 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
         raise
 
 
+def compare(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
+    """COSMIC and refusal-score selection, each with LCE and ACE, on the same candidates and
+    splits; one table (``comparison.json``, ``comparison.md``)."""
+    started = time.time()
+    run_dir, resolved, splits, resuming = _start(config, out, force)
+    stage = "load"
+    try:
+        run_dir.status(stage, "running")
+        session = open_session(config, run_dir, resolved, splits, resuming)
+        stage = "baseline"
+        baselines = baseline_rows(session)
+        rows = []
+        for selector, steering in METHODS:
+            stage = f"{selector}-{steering}"
+            run_dir.status(stage, "running")
+            record = _selection_stage(
+                session, run_dir, f"selection-{stage}.json", selector, steering, resuming
+            )
+            save_direction(run_dir.file(f"direction-{stage}.safetensors"), session, record)
+            result = evaluate(session, record, baselines)
+            write_jsonl(run_dir.file(f"completions-{stage}.jsonl"), result.rows)
+            block = evaluation_block(result)
+            rows.append(
+                {
+                    "selector": selector,
+                    "steering": steering,
+                    "position": record["position"],
+                    "layer": record["layer"],
+                    "score": record["score"],
+                    "kl": record["kl"],
+                    "harmful_baseline_refusal_rate": block["harmful"]["baseline_refusal_rate"],
+                    "harmful_intervention_refusal_rate": block["harmful"][
+                        "intervention_refusal_rate"
+                    ],
+                    "harmful_intervention_refusal_rate_ci95": block["harmful"][
+                        "intervention_refusal_rate_ci95"
+                    ],
+                    "harmful_intervention_refusal_count": block["harmful"][
+                        "intervention_refusal_count"
+                    ],
+                    "harmless_baseline_refusal_rate": block["harmless"]["baseline_refusal_rate"],
+                    "harmless_intervention_refusal_rate": block["harmless"][
+                        "intervention_refusal_rate"
+                    ],
+                    "harmless_intervention_refusal_rate_ci95": block["harmless"][
+                        "intervention_refusal_rate_ci95"
+                    ],
+                    "harmless_intervention_refusal_count": block["harmless"][
+                        "intervention_refusal_count"
+                    ],
+                    "n": block["harmful"]["n"],
+                    "degenerate_rate": block["degenerate_rate"],
+                    "selection_seconds": record["seconds"],
+                }
+            )
+        comparison = {
+            "model": config.model,
+            "rows": rows,
+            "judge": "substring",
+            "seconds": round(time.time() - started, 1),
+        }
+        write_text(run_dir.file("comparison.md"), render_comparison(comparison))
+        write_json(run_dir.file("comparison.json"), comparison)
+        run_dir.status("done", "complete")
+        return comparison
+    except BaseException as error:
+        run_dir.status(stage, "failed", f"{type(error).__name__}: {error}")
+        raise
+
+
+def _rate_text(rate: float, count: int, n: int, ci: list[float]) -> str:
+    return f"{rate:.2f} ({count}/{n}, {ci[0]:.2f}–{ci[1]:.2f})"
+
+
+def render_comparison(comparison: dict[str, Any]) -> str:
+    lines = [
+        f"# refusalkit compare — {comparison['model']}",
+        "",
+        "| selector | steering | position | layer | KL | harmful refusal with removal (95% CI) "
+        "| harmless refusal with addition (95% CI) | degenerate |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in comparison["rows"]:
+        lines.append(
+            f"| {row['selector']} | {row['steering']} | {row['position']} | {row['layer']} | "
+            f"{row['kl']:.3f} | "
+            + _rate_text(
+                row["harmful_intervention_refusal_rate"],
+                row["harmful_intervention_refusal_count"],
+                row["n"],
+                row["harmful_intervention_refusal_rate_ci95"],
+            )
+            + " | "
+            + _rate_text(
+                row["harmless_intervention_refusal_rate"],
+                row["harmless_intervention_refusal_count"],
+                row["n"],
+                row["harmless_intervention_refusal_rate_ci95"],
+            )
+            + f" | {row['degenerate_rate']:.2f} |"
+        )
+    first = comparison["rows"][0]
+    lines += [
+        "",
+        "Baselines (no intervention): harmful refusal "
+        f"{first['harmful_baseline_refusal_rate']:.2f}, "
+        f"harmless refusal {first['harmless_baseline_refusal_rate']:.2f} (n = {first['n']} each). "
+        f"Judge: {comparison['judge']}. Run time {comparison['seconds']} s.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def render_report(
-    summary: dict[str, Any],
-    provenance: dict[str, Any],
-    outcome: SelectionOutcome,
-    l_low: tuple[int, ...],
+    summary: dict[str, Any], provenance: dict[str, Any], record: dict[str, Any]
 ) -> str:
     selection, evaluation = summary["selection"], summary["evaluation"]
 
@@ -375,17 +627,16 @@ def render_report(
         count = block[key.replace("_rate", "_count")]
         return f"{block[key]:.2f} ({count}/{block['n']}, 95% CI {low:.2f}–{high:.2f})"
 
+    token = provenance["chat"]["post_instruction_tokens"][selection["position"]]
     lines = [
         f"# refusalkit run — {summary['model']}",
         "",
-        f"Selected by COSMIC-{selection['steering'].upper()}: position {selection['position']} "
-        f"(token {provenance['chat']['post_instruction_tokens'][selection['position']]!r}), "
-        f"layer {selection['layer']}.",
-        f"Score S_refuse + S_comply = {selection['score']:.4f} "
-        f"(S_refuse {selection['s_refuse']:.4f}, S_comply {selection['s_comply']:.4f}), "
-        f"KL {selection['kl']:.4f}.",
-        f"Evaluation layers L_low: {list(l_low)}. Candidates: {selection['n_candidates']}, "
-        f"kept by the median-peak/layer/NaN filters: {selection['n_kept']}.",
+        f"Selected by {selection['method']}-{selection['steering'].upper()}: position "
+        f"{selection['position']} (token {token!r}), layer {selection['layer']}, "
+        f"score {selection['score']:.4f}, KL {selection['kl']:.4f}.",
+        f"Candidates: {selection['n_candidates']}, kept by the score-independent filters: "
+        f"{selection['n_kept']}."
+        + (f" Evaluation layers L_low: {record['l_low']}." if "l_low" in record else ""),
         "",
         "| test set | n | baseline refusal | with intervention |",
         "|---|---|---|---|",
@@ -397,19 +648,29 @@ def render_report(
         f"{rate_line(evaluation['harmless'], 'intervention_refusal_rate')} |",
         "",
         "Judge: substring (SPEC §7). Degenerate outputs under intervention: "
-        f"{evaluation['degenerate_rate']:.2f}.",
+        f"{evaluation['degenerate_rate']:.2f} ({evaluation['degenerate_count']}).",
         "",
         "## Top candidates",
         "",
-        "| position | layer | S_refuse | S_comply | score | KL | status |",
-        "|---|---|---|---|---|---|---|",
     ]
-    for record in outcome.ranking()[:10]:
-        lines.append(
-            f"| {record.position} | {record.layer} | {record.s_refuse:.4f} | "
-            f"{record.s_comply:.4f} | {record.score:.4f} | {record.kl:.4f} | {record.status} |"
+    by_key = {(c["position"], c["layer"]): c for c in record["candidates"]}
+    top = [by_key[(p, l)] for p, l in record["ranking"][:10]]
+    columns = [k for k in top[0] if k not in ("position", "layer", "status")]
+    lines.append("| position | layer | " + " | ".join(columns) + " | status |")
+    lines.append("|---|---|" + "---|" * len(columns) + "---|")
+    for row in top:
+        values = " | ".join(
+            "–"
+            if row[c] is None or (isinstance(row[c], float) and math.isnan(row[c]))
+            else f"{row[c]:.4f}"
+            for c in columns
         )
-    lines += ["", f"Model: {provenance['model']['spec']} ({provenance['model']['class']}, "
-              f"{provenance['model']['n_layers']} layers), {provenance['model']['dtype']} on "
-              f"{provenance['model']['device']}. Run time {summary['seconds']} s.", ""]  # fmt: skip
+        lines.append(f"| {row['position']} | {row['layer']} | {values} | {row['status']} |")
+    model = provenance["model"]
+    lines += [
+        "",
+        f"Model: {model['spec']} ({model['class']}, {model['n_layers']} layers), "
+        f"{model['dtype']} on {model['device']}. Run time {summary['seconds']} s.",
+        "",
+    ]
     return "\n".join(lines)

@@ -160,3 +160,57 @@ def test_models_lists_the_embedded_models(capsys):
     code, stdout, _ = _run(capsys, "models")
     assert code == 0 and "qwen2.5-coder-0.5b-instruct (default)" in stdout
     assert "smollm2-135m-instruct" in stdout
+
+
+def test_refusal_score_selector_run(model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, err = _run(
+        capsys, "run", "--model", str(model_dir), *SMALL, "--selector", "refusal-score",
+        "--steering", "ace", "--induce-threshold", "-1000", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert "refusal-score-ACE selected position" in stdout
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["method"] == "refusal-score" and selection["refusal_tokens"]["ids"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["selection"]["score"] == pytest.approx(summary["selection"]["bypass"])
+
+
+def test_refusal_score_with_no_inducing_candidate_fails_clearly(model_dir, tmp_path, capsys):
+    code, _, err = _run(
+        capsys, "run", "--model", str(model_dir), *SMALL, "--selector", "refusal-score",
+        "--induce-threshold", "1000", "--out", str(tmp_path / "run"),
+    )  # fmt: skip
+    assert code == 2 and "induce filter removed the most" in err and err.count("\n") == 1
+
+
+def test_compare_writes_one_row_per_method(model_dir, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code, stdout, err = _run(
+        capsys, "compare", "--model", str(model_dir), *SMALL, "--induce-threshold", "-1000",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    comparison = json.loads((out / "comparison.json").read_text())
+    methods = [(row["selector"], row["steering"]) for row in comparison["rows"]]
+    assert methods == [("cosmic", "lce"), ("cosmic", "ace"), ("refusal-score", "lce"),
+                       ("refusal-score", "ace")]  # fmt: skip
+    for row in comparison["rows"]:
+        for key in ("position", "layer"):
+            assert isinstance(row[key], int)
+        for key in (
+            "harmful_intervention_refusal_rate",
+            "harmless_intervention_refusal_rate",
+            "kl",
+        ):
+            assert isinstance(row[key], float)
+    assert (out / "comparison.md").read_text().count("\n| ") >= 5
+    # Baseline completions are generated once and shared by every method.
+    baselines = {
+        json.dumps(r, sort_keys=True)
+        for name in ("cosmic-lce", "refusal-score-ace")
+        for r in map(json.loads, (out / f"completions-{name}.jsonl").read_text().splitlines())
+        if r["condition"] == "baseline"
+    }
+    assert len(baselines) == 6
+    assert "selector" in stdout
