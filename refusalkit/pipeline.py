@@ -1,4 +1,5 @@
-"""The end-to-end run: prompts → candidates → COSMIC selection → evaluation → run directory.
+"""The end-to-end run: prompts → candidates → selection (COSMIC by default) → evaluation → run
+directory; and ``compare``, which runs four selection methods on the same candidates.
 
 Stages write their artifacts as they finish. ``summary.json`` is written last, so a directory
 without it is an unfinished run; ``status.json`` says which stage it reached and why it stopped.
@@ -9,7 +10,6 @@ finished or differently configured directory is only replaced with ``force``.
 from __future__ import annotations
 
 import hashlib
-import logging
 import math
 import platform
 import shutil
@@ -46,9 +46,6 @@ from refusalkit.prompts.datasets import (
 from refusalkit.selection.cosmic import CosmicSettings, low_similarity_layers
 from refusalkit.selection.engine import CosmicEngine, RefusalScoreEngine, addition, removal
 from refusalkit.selection.refusal_score import RefusalScoreSettings, refusal_tokens
-
-logger = logging.getLogger(__name__)
-
 
 SELECTORS = ("cosmic", "refusal-score")
 METHODS = tuple((selector, steering) for selector in SELECTORS for steering in ("lce", "ace"))

@@ -285,7 +285,7 @@ class RefusalScoreEngine:
         self.tokens = tokens
         self.forwards = ValidationForwards(
             adapter, harmful_val, harmless_val,
-            cache_up_to=settings.max_layer(adapter.n_layers) - 1,
+            cache_up_to=max(0, settings.max_layer(adapter.n_layers) - 1),
         )  # fmt: skip
         self.work = self.forwards.work
 
