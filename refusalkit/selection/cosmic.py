@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 from refusalkit.errors import RefusalkitError
+from refusalkit.selection.filters import all_filtered, first_within_kl
 
 
 @dataclass(frozen=True)
@@ -213,24 +214,8 @@ def select(
         (r for r in records.values() if r.status == "kept"),
         key=lambda r: (-r.score, r.layer, r.position),
     )
-    selected: CandidateRecord | None = None
-    for record in survivors:
-        if selected is not None:
-            record.status = "not_needed"
-            continue
-        record.kl = float(kl_of(record.position, record.layer))
-        if math.isnan(record.kl) or record.kl > settings.kl_threshold:
-            record.status = "kl"
-        else:
-            record.status = "selected"
-            selected = record
+    selected = first_within_kl(survivors, kl_of, settings.kl_threshold)
     ordered = [records[(p - n_positions, l)] for p in range(n_positions) for l in range(n_layers)]
     if selected is None:
-        counts = {name: sum(r.status == name for r in ordered) for name in FILTER_HINTS}
-        worst = max(counts, key=lambda name: counts[name])
-        detail = ", ".join(f"{name}: {count}" for name, count in counts.items() if count)
-        raise RefusalkitError(
-            f"every one of the {len(ordered)} candidates was filtered out ({detail}); the {worst} "
-            f"filter removed the most — {FILTER_HINTS[worst]}"
-        )
+        raise all_filtered("COSMIC", ordered, FILTER_HINTS)
     return SelectionOutcome(selected, ordered, medians)

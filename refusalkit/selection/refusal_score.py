@@ -16,6 +16,7 @@ import torch
 
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.judges import REFUSAL_PHRASES
+from refusalkit.selection.filters import all_filtered, first_within_kl
 
 EPSILON = 1e-8
 
@@ -111,23 +112,7 @@ def select_by_refusal_score(
     survivors = sorted(
         (r for r in records if r.status == "kept"), key=lambda r: (r.bypass, r.layer, r.position)
     )
-    selected = None
-    for record in survivors:
-        if selected is not None:
-            record.status = "not_needed"
-            continue
-        record.kl = float(kl_of(record.position, record.layer))
-        if math.isnan(record.kl) or record.kl > settings.kl_threshold:
-            record.status = "kl"
-        else:
-            record.status = "selected"
-            selected = record
+    selected = first_within_kl(survivors, kl_of, settings.kl_threshold)
     if selected is None:
-        counts = {name: sum(r.status == name for r in records) for name in FILTER_HINTS}
-        worst = max(counts, key=lambda name: counts[name])
-        detail = ", ".join(f"{name}: {count}" for name, count in counts.items() if count)
-        raise RefusalkitError(
-            f"refusal-score selection: every one of the {len(records)} candidates was filtered "
-            f"out ({detail}); the {worst} filter removed the most — {FILTER_HINTS[worst]}"
-        )
+        raise all_filtered("refusal-score selection", records, FILTER_HINTS)
     return RefusalScoreOutcome(selected, records)
