@@ -117,6 +117,23 @@ def _hidden_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
+def _call_model(model: nn.Module, batch: EncodedBatch) -> Any:
+    inputs = {
+        "input_ids": batch.input_ids,
+        "attention_mask": batch.attention_mask,
+        "position_ids": batch.position_ids,
+        "use_cache": False,
+    }
+    try:
+        # Logits at the last position only: the full-vocabulary projection of every position
+        # costs as much as several decoder blocks and is never needed here.
+        return model(**inputs, logits_to_keep=1)
+    except TypeError as error:  # older or custom model classes without logits_to_keep
+        if "logits_to_keep" not in str(error):
+            raise
+        return model(**inputs)
+
+
 def forward(
     adapter: ModelAdapter,
     batch: EncodedBatch,
@@ -174,13 +191,7 @@ def forward(
             _skip_blocks_before(adapter, start_layer if start_states is not None else 0),
         ):
             try:
-                output = adapter.model(
-                    input_ids=batch.input_ids,
-                    attention_mask=batch.attention_mask,
-                    position_ids=batch.position_ids,
-                    use_cache=False,
-                    logits_to_keep=1,
-                )
+                output = _call_model(adapter.model, batch)
                 if logits:
                     last_logits = output.logits[:, -1, :].float()
             except _StopForward:
