@@ -44,7 +44,13 @@ from refusalkit.prompts.datasets import (
     split_prompts,
 )
 from refusalkit.selection.cosmic import CosmicSettings, low_similarity_layers
-from refusalkit.selection.engine import CosmicEngine, RefusalScoreEngine, addition, removal
+from refusalkit.selection.engine import (
+    CosmicEngine,
+    RefusalScoreEngine,
+    WorkCounter,
+    addition,
+    removal,
+)
 from refusalkit.selection.refusal_score import RefusalScoreSettings, refusal_tokens
 
 SELECTORS = ("cosmic", "refusal-score")
@@ -214,7 +220,7 @@ def _cosmic_record(session: Session, steering: str) -> dict[str, Any]:
         "layer_similarities": list(evaluation_layers.similarities),
         "median_peak_layers": outcome.median_layers,
         "settings": asdict(settings),
-        "work": {"block_forwards": engine.work.block_forwards, "per_kind": engine.work.per_kind},
+        "work": _work(engine.work),
         "candidates": [r.as_dict() for r in outcome.records],
         "ranking": [[r.position, r.layer] for r in outcome.ranking()],
     }
@@ -257,9 +263,18 @@ def _refusal_score_record(session: Session, steering: str) -> dict[str, Any]:
         "n_kl_evaluated": sum(not math.isnan(r.kl) for r in outcome.records),
         "refusal_tokens": {"ids": list(tokens.ids), "strings": list(tokens.strings)},
         "settings": asdict(settings),
-        "work": {"block_forwards": engine.work.block_forwards, "per_kind": engine.work.per_kind},
+        "work": _work(engine.work),
         "candidates": [r.as_dict() for r in outcome.records],
         "ranking": [[r.position, r.layer] for r in ranked],
+    }
+
+
+def _work(counter: WorkCounter) -> dict[str, Any]:
+    """Machine-independent cost of a selection (block-forwards = prompts × decoder blocks run)."""
+    return {
+        "block_forwards": counter.block_forwards,
+        "prompt_forwards": counter.prompt_forwards,
+        "block_forwards_per_kind": counter.per_kind,
     }
 
 

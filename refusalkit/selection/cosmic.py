@@ -142,27 +142,8 @@ class SelectionOutcome:
         checked lazily in score order, so only up to the pick)."""
         return sum(r.status in ("kept", "selected", "kl", "not_needed") for r in self.records)
 
-    @staticmethod
-    def from_records(
-        rows: Sequence[dict[str, Any]], median_layers: dict[str, int | None]
-    ) -> SelectionOutcome:
-        """Rebuild an outcome from ``selection.json`` (used when a run resumes)."""
-        records = [
-            CandidateRecord(
-                row["position"], row["layer"], _float(row["s_comply"]), _float(row["s_refuse"]),
-                _float(row["kl"]), row["status"],
-            )
-            for row in rows
-        ]  # fmt: skip
-        selected = next(r for r in records if r.status == "selected")
-        return SelectionOutcome(selected, records, dict(median_layers))
-
     def ranking(self) -> list[CandidateRecord]:
         return sorted(self.records, key=lambda r: -r.score if not math.isnan(r.score) else math.inf)
-
-
-def _float(value: Any) -> float:
-    return math.nan if value is None else float(value)
 
 
 def lower_median(values: Sequence[int]) -> int:
