@@ -531,9 +531,13 @@ def compare(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, A
         for selector, steering in METHODS:
             stage = f"{selector}-{steering}"
             run_dir.status(stage, "running")
-            record = _selection_stage(
-                session, run_dir, f"selection-{stage}.json", selector, steering, resuming
-            )
+            try:
+                record = _selection_stage(
+                    session, run_dir, f"selection-{stage}.json", selector, steering, resuming
+                )
+            except RefusalkitError as failure:  # a method that finds nothing is a result too
+                rows.append({"selector": selector, "steering": steering, "error": str(failure)})
+                continue
             save_direction(run_dir.file(f"direction-{stage}.safetensors"), session, record)
             result = evaluate(session, record, baselines)
             write_jsonl(run_dir.file(f"completions-{stage}.jsonl"), result.rows)
@@ -599,6 +603,12 @@ def render_comparison(comparison: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in comparison["rows"]:
+        if "error" in row:
+            lines.append(
+                f"| {row['selector']} | {row['steering']} | – | – | – | no selection: "
+                f"{row['error']} | – | – |"
+            )
+            continue
         lines.append(
             f"| {row['selector']} | {row['steering']} | {row['position']} | {row['layer']} | "
             f"{row['kl']:.3f} | "
@@ -617,15 +627,18 @@ def render_comparison(comparison: dict[str, Any]) -> str:
             )
             + f" | {row['degenerate_rate']:.2f} |"
         )
-    first = comparison["rows"][0]
-    lines += [
-        "",
-        "Baselines (no intervention): harmful refusal "
-        f"{first['harmful_baseline_refusal_rate']:.2f}, "
-        f"harmless refusal {first['harmless_baseline_refusal_rate']:.2f} (n = {first['n']} each). "
-        f"Judge: {comparison['judge']}. Run time {comparison['seconds']} s.",
-        "",
-    ]
+    first = next((row for row in comparison["rows"] if "error" not in row), None)
+    if first is not None:
+        lines += [
+            "",
+            "Baselines (no intervention): harmful refusal "
+            f"{first['harmful_baseline_refusal_rate']:.2f}, "
+            f"harmless refusal {first['harmless_baseline_refusal_rate']:.2f} "
+            f"(n = {first['n']} each). "
+            f"Judge: {comparison['judge']}. Run time {comparison['seconds']} s.",
+            "",
+        ]
+
     return "\n".join(lines)
 
 

@@ -214,3 +214,17 @@ def test_compare_writes_one_row_per_method(model_dir, tmp_path, capsys):
     }
     assert len(baselines) == 6
     assert "selector" in stdout
+
+
+def test_compare_reports_a_method_that_selects_nothing(model_dir, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    code, stdout, err = _run(
+        capsys, "compare", "--model", str(model_dir), *SMALL, "--induce-threshold", "1000",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    rows = json.loads((out / "comparison.json").read_text())["rows"]
+    assert [r["selector"] for r in rows if "error" not in r] == ["cosmic", "cosmic"]
+    failed = [r for r in rows if "error" in r]
+    assert len(failed) == 2 and all("--induce-threshold" in r["error"] for r in failed)
+    assert "no selection" in stdout

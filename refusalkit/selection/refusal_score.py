@@ -81,8 +81,8 @@ class RefusalScoreOutcome:
 
 FILTER_HINTS = {
     "layer": "keep later layers with a smaller --prune-layer-fraction",
-    "induce": "no candidate induces refusal on harmless prompts (every output looks alike?); "
-    "COSMIC does not need refusal tokens",
+    "induce": "no candidate raised the refusal-token log-odds on harmless prompts to "
+    "--induce-threshold; lower it, or use COSMIC, which needs no refusal tokens",
     "kl": "allow more drift with a larger --kl-threshold",
     "nan": "scores were NaN: check the model's activations (try --dtype float32)",
 }
