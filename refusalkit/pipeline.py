@@ -130,8 +130,13 @@ class Session:
     provenance: dict[str, Any]
 
     def batches(self, label: str, split: str) -> list[EncodedBatch]:
-        prompts = getattr(self.splits[label], split)
-        return encode_batches(self.chat, prompts, self.config.batch_size, self.adapter.device)
+        return _encode(self.config, self.chat, self.adapter, getattr(self.splits[label], split))
+
+
+def _encode(
+    config: RunConfig, chat: ChatFormat, adapter: ModelAdapter, prompts: list[Prompt]
+) -> list[EncodedBatch]:
+    return encode_batches(chat, prompts, config.batch_size, adapter.device)
 
 
 def open_session(
@@ -158,12 +163,11 @@ def open_session(
     if resuming and path.exists():
         candidates = CandidateSet.load(path)
     else:
-
-        def train(label: str) -> list[EncodedBatch]:
-            return encode_batches(chat, splits[label].train, config.batch_size, adapter.device)
-
         candidates = compute_candidates(
-            adapter, train("harmful"), train("harmless"), chat.n_post_instruction
+            adapter,
+            _encode(config, chat, adapter, splits["harmful"].train),
+            _encode(config, chat, adapter, splits["harmless"].train),
+            chat.n_post_instruction,
         )
         candidates.save(path)
     return Session(config, adapter, chat, splits, candidates, provenance)
