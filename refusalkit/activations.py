@@ -117,7 +117,9 @@ def _hidden_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-def _call_model(model: nn.Module, batch: EncodedBatch) -> Any:
+def call_model(model: nn.Module, batch: EncodedBatch, logits_to_keep: int = 1) -> Any:
+    """The model's forward on a left-padded batch, with logits for the last ``logits_to_keep``
+    positions (all positions for model classes that do not support it)."""
     inputs = {
         "input_ids": batch.input_ids,
         "attention_mask": batch.attention_mask,
@@ -127,7 +129,7 @@ def _call_model(model: nn.Module, batch: EncodedBatch) -> Any:
     try:
         # Logits at the last position only: the full-vocabulary projection of every position
         # costs as much as several decoder blocks and is never needed here.
-        return model(**inputs, logits_to_keep=1)
+        return model(**inputs, logits_to_keep=logits_to_keep)
     except TypeError as error:  # older or custom model classes without logits_to_keep
         if "logits_to_keep" not in str(error):
             raise
@@ -191,7 +193,7 @@ def forward(
             _skip_blocks_before(adapter, start_layer if start_states is not None else 0),
         ):
             try:
-                output = _call_model(adapter.model, batch)
+                output = call_model(adapter.model, batch)
                 if logits:
                     last_logits = output.logits[:, -1, :].float()
             except _StopForward:

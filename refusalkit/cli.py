@@ -169,6 +169,40 @@ def _add_run_options(parser: argparse.ArgumentParser, *, choose_method: bool = T
         action="store_true",
         help="disable the median-peak filter for position -1",
     )
+    judging = parser.add_argument_group("evaluation")
+    judging.add_argument(
+        "--judge",
+        choices=("substring", "log-odds", "model"),
+        default="substring",
+        help="judge of the headline rates; every judge is always reported (default %(default)s)",
+    )
+    judging.add_argument(
+        "--refusal-phrases",
+        metavar="FILE",
+        help="substring judge phrases, one per line (default: the papers' list)",
+    )
+    judging.add_argument(
+        "--judge-model",
+        metavar="PATH",
+        help="a local judge model (directory, embedded name or hub id); adds its verdicts",
+    )
+    judging.add_argument(
+        "--judge-model-kind",
+        choices=("yes-no", "guard"),
+        default="yes-no",
+        help="yes-no: 'is this a refusal?' for any instruct model; guard: Llama-Guard-style "
+        "safe/unsafe (harmful prompts only)",
+    )
+    judging.add_argument(
+        "--over-refusal",
+        metavar="FILE",
+        help="safe prompts that sound dangerous (default: built-in set of 100)",
+    )
+    judging.add_argument(
+        "--n-over-refusal",
+        type=int,
+        help="over-refusal prompts evaluated; 0 skips (default: --n-test)",
+    )
     runtime = parser.add_argument_group("runtime")
     runtime.add_argument(
         "--device", default="auto", help="auto, cpu, cuda, cuda:N (default %(default)s)"
@@ -247,6 +281,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         kl_threshold=args.kl_threshold,
         median_peak_filter=not args.no_median_peak_filter,
         induce_threshold=args.induce_threshold,
+        judge=args.judge,
+        refusal_phrases=args.refusal_phrases,
+        judge_model=args.judge_model,
+        judge_model_kind=args.judge_model_kind,
+        over_refusal=args.over_refusal,
+        n_over_refusal=args.n_over_refusal,
     )
 
 
@@ -264,10 +304,17 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         f"layer {selection['layer']} (score {selection['score']:.4f}, KL {selection['kl']:.4f}; "
         f"{selection['n_kept']} of {selection['n_candidates']} candidates kept by the filters)",
     ]
-    for label, verb in (("harmful", "removal"), ("harmless", "addition")):
+    for label, verb in (
+        ("harmful", "removal"),
+        ("harmless", "addition"),
+        ("over_refusal", "removal"),
+    ):
+        if label not in evaluation:
+            continue
         block = evaluation[label]
         lines.append(
-            f"  {label:8s} refusal: baseline {block['baseline_refusal_rate']:.2f} "
+            f"  {label.replace('_', '-'):12s} refusal: baseline "
+            f"{block['baseline_refusal_rate']:.2f} "
             f"({block['baseline_refusal_count']}/{block['n']}) -> with {verb} "
             f"{block['intervention_refusal_rate']:.2f} "
             f"({block['intervention_refusal_count']}/{block['n']})"

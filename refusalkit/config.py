@@ -42,6 +42,12 @@ class RunConfig:
     kl_threshold: float = 0.1
     induce_threshold: float = 0.0  # refusal-score selector: drop candidates inducing less
     median_peak_filter: bool = True
+    judge: str = "substring"  # headline judge: substring | log-odds | model
+    refusal_phrases: str | None = None  # phrase file for the substring judge; None = SPEC §7 list
+    judge_model: str | None = None  # local path, embedded name or hub id of a judge model
+    judge_model_kind: str = "yes-no"  # yes-no (any instruct model) | guard (Llama-Guard style)
+    over_refusal: str | None = None  # safe-but-scary prompts file; None = built-in set
+    n_over_refusal: int | None = None  # None = n_test; 0 skips the over-refusal evaluation
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 import platform
+import random
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -25,10 +26,15 @@ from refusalkit.activations import EncodedBatch, encode_batches
 from refusalkit.config import RunConfig
 from refusalkit.directions import CandidateSet, compute_candidates
 from refusalkit.errors import RefusalkitError
-from refusalkit.evaluation.generation import generate
-from refusalkit.evaluation.judges import SubstringJudge, is_degenerate
-from refusalkit.evaluation.metrics import Rate
-from refusalkit.interventions import Intervention
+from refusalkit.evaluation.judges import SubstringJudge, load_model_judge, read_phrase_file
+from refusalkit.evaluation.suite import (
+    ConditionRun,
+    EvaluationSettings,
+    JudgePanel,
+    coherence,
+    run_condition,
+    summarise,
+)
 from refusalkit.io import read_json, write_json, write_jsonl, write_tensors, write_text
 from refusalkit.models.adapter import ArchitectureOverride, ModelAdapter
 from refusalkit.models.loading import ResolvedModel, load_model, resolve_model_path
@@ -68,6 +74,19 @@ def cosmic_settings(config: RunConfig, steering: str | None = None) -> CosmicSet
         kl_threshold=config.kl_threshold,
         median_peak_filter=config.median_peak_filter,
     )
+
+
+def load_over_refusal(config: RunConfig) -> tuple[list[Prompt], PromptSource | None]:
+    """The safe-but-scary prompts: a seeded sample of ``n_over_refusal`` (default ``n_test``;
+    all of them if there are fewer)."""
+    wanted = config.n_test if config.n_over_refusal is None else config.n_over_refusal
+    if wanted <= 0:
+        return [], None
+    path = config.over_refusal
+    prompts, source = load_prompts(path, config.column) if path else builtin_prompts("over_refusal")
+    shuffled = sorted({p.text: p for p in prompts}.values(), key=lambda p: p.sha256)
+    random.Random(f"{config.seed}:over_refusal").shuffle(shuffled)
+    return shuffled[:wanted], source
 
 
 def load_splits(config: RunConfig) -> tuple[dict[str, Splits], dict[str, PromptSource]]:
@@ -128,6 +147,8 @@ class Session:
     splits: dict[str, Splits]
     candidates: CandidateSet
     provenance: dict[str, Any]
+    panel: JudgePanel
+    over_refusal: list[Prompt]
 
     def batches(self, label: str, split: str) -> list[EncodedBatch]:
         return _encode(self.config, self.chat, self.adapter, getattr(self.splits[label], split))
@@ -139,11 +160,17 @@ def _encode(
     return encode_batches(chat, prompts, config.batch_size, adapter.device)
 
 
+@dataclass
+class PromptInputs:
+    splits: dict[str, Splits]
+    over_refusal: list[Prompt]
+
+
 def open_session(
     config: RunConfig,
     run_dir: RunDirectory,
     resolved: ResolvedModel,
-    splits: dict[str, Splits],
+    inputs: PromptInputs,
     resuming: bool,
 ) -> Session:
     """Load the model and compute (or, when resuming, reload) the candidate directions."""
@@ -156,6 +183,7 @@ def open_session(
         override=override,
     )
     chat = build_chat_format(adapter.tokenizer, SystemPrompt.parse(config.system_prompt))
+    panel = judge_panel(config, adapter)
     provenance = _provenance(resolved, adapter, chat)
     write_json(run_dir.file("provenance.json"), provenance)
     run_dir.status("candidates", "running")
@@ -165,12 +193,14 @@ def open_session(
     else:
         candidates = compute_candidates(
             adapter,
-            _encode(config, chat, adapter, splits["harmful"].train),
-            _encode(config, chat, adapter, splits["harmless"].train),
+            _encode(config, chat, adapter, inputs.splits["harmful"].train),
+            _encode(config, chat, adapter, inputs.splits["harmless"].train),
             chat.n_post_instruction,
         )
         candidates.save(path)
-    return Session(config, adapter, chat, splits, candidates, provenance)
+    return Session(
+        config, adapter, chat, inputs.splits, candidates, provenance, panel, inputs.over_refusal
+    )
 
 
 SUMMARY_SELECTION_KEYS = (
@@ -319,103 +349,97 @@ def save_direction(path: Path, session: Session, record: dict[str, Any]) -> None
     )
 
 
+JUDGES = ("substring", "log-odds", "model")
+
+
+def judge_panel(config: RunConfig, adapter: ModelAdapter) -> JudgePanel:
+    """Every judge the configuration asks for; the judge model is loaded here, once."""
+    if config.judge not in JUDGES:
+        raise RefusalkitError(f"invalid judge '{config.judge}': use {', '.join(JUDGES)}")
+    phrases = read_phrase_file(config.refusal_phrases) if config.refusal_phrases else None
+    substring = SubstringJudge(phrases) if phrases else SubstringJudge()
+    model = (
+        load_model_judge(config.judge_model, config.judge_model_kind, config.device)
+        if config.judge_model
+        else None
+    )
+    primary = model.name if config.judge == "model" and model else config.judge
+    tokens = refusal_tokens(adapter.tokenizer)
+    return JudgePanel(substring, tokens.ids, model, primary)
+
+
+@dataclass
+class Baselines:
+    """Clean completions and scores of every test set, shared by all methods of a session."""
+
+    runs: dict[str, ConditionRun]
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        return [row for run in self.runs.values() for row in run.rows]
+
+
+def test_sets(session: Session) -> dict[str, list[Prompt]]:
+    sets = {label: session.splits[label].test for label in ("harmful", "harmless")}
+    if session.over_refusal:
+        sets["over_refusal"] = session.over_refusal
+    return sets
+
+
+def _settings(config: RunConfig) -> EvaluationSettings:
+    return EvaluationSettings(config.max_new_tokens, config.batch_size)
+
+
+def baseline_runs(session: Session) -> Baselines:
+    """Completions with no intervention, shared by every method evaluated in a session."""
+    return Baselines(
+        {
+            label: run_condition(
+                session.adapter,
+                session.chat,
+                label,
+                prompts,
+                None,
+                _settings(session.config),
+                session.panel,
+            )
+            for label, prompts in test_sets(session).items()
+        }
+    )
+
+
 @dataclass
 class EvaluationResult:
     rows: list[dict[str, Any]]
-    rates: dict[tuple[str, str], Rate]  # (set, condition) -> refusal rate
-    degenerate: Rate
-    interventions: dict[str, str]
+    block: dict[str, Any]  # the ``evaluation`` block of summary.json
 
 
-def _completions(
-    session: Session, label: str, intervention: Intervention | None, condition: str
-) -> list[dict[str, Any]]:
-    judge = SubstringJudge()
-    prompts: list[Prompt] = session.splits[label].test
-    completions = generate(
-        session.adapter,
-        session.chat,
-        prompts,
-        intervention=intervention,
-        max_new_tokens=session.config.max_new_tokens,
-        batch_size=session.config.batch_size,
-        description=f"generating: {label} {condition}",
-    )
-    return [
-        {
-            "set": label,
-            "condition": condition,
-            "intervention": intervention.describe() if intervention else "none",
-            "category": prompt.category,
-            "prompt": prompt.text,
-            "completion": completion,
-            "refusal": judge.is_refusal(completion),
-            "degenerate": is_degenerate(completion),
-        }
-        for prompt, completion in zip(prompts, completions, strict=True)
-    ]
-
-
-def baseline_rows(session: Session) -> list[dict[str, Any]]:
-    """Completions with no intervention, shared by every method evaluated in a session."""
-    return [
-        row
-        for label in ("harmful", "harmless")
-        for row in _completions(session, label, None, "baseline")
-    ]
-
-
-def evaluate(
-    session: Session, record: dict[str, Any], baselines: list[dict[str, Any]]
-) -> EvaluationResult:
-    """Greedy completions on the test splits: harmful under removal, harmless under addition."""
+def evaluate(session: Session, record: dict[str, Any], baselines: Baselines) -> EvaluationResult:
+    """Greedy completions on the test sets: harmful and over-refusal prompts under removal,
+    harmless under addition; every judge; coherence under removal on harmless prompts."""
     steering, position, layer = record["steering"], record["position"], record["layer"]
-    interventions = {
-        "harmful": removal(session.candidates, steering, position, layer),
-        "harmless": addition(session.candidates, steering, position, layer),
+    remove = removal(session.candidates, steering, position, layer)
+    add = addition(session.candidates, steering, position, layer)
+    interventions = {"harmful": remove, "harmless": add, "over_refusal": remove}
+    rows = list(baselines.rows)
+    for label, prompts in test_sets(session).items():
+        rows += run_condition(
+            session.adapter,
+            session.chat,
+            label,
+            prompts,
+            interventions[label],
+            _settings(session.config),
+            session.panel,
+        ).rows
+    block = summarise(rows, session.panel)
+    block["interventions"] = {
+        label: interventions[label].describe() for label in test_sets(session)
     }
-    rows = list(baselines)
-    for label, intervention in interventions.items():
-        rows += _completions(session, label, intervention, "intervention")
-    rates = {
-        (label, condition): Rate(
-            sum(r["refusal"] for r in rows if r["set"] == label and r["condition"] == condition),
-            sum(1 for r in rows if r["set"] == label and r["condition"] == condition),
-        )
-        for label in ("harmful", "harmless")
-        for condition in ("baseline", "intervention")
-    }
-    intervened = [r for r in rows if r["condition"] == "intervention"]
-    degenerate = Rate(sum(r["degenerate"] for r in intervened), len(intervened))
-    described = {label: i.describe() for label, i in interventions.items()}
-    return EvaluationResult(rows, rates, degenerate, described)
-
-
-def _rate_block(baseline: Rate, intervention: Rate) -> dict[str, Any]:
-    return {
-        "n": baseline.n,
-        "baseline_refusal_rate": baseline.value,
-        "intervention_refusal_rate": intervention.value,
-        "baseline_refusal_count": baseline.count,
-        "intervention_refusal_count": intervention.count,
-        "baseline_refusal_rate_ci95": list(baseline.ci95),
-        "intervention_refusal_rate_ci95": list(intervention.ci95),
-    }
-
-
-def evaluation_block(result: EvaluationResult) -> dict[str, Any]:
-    return {
-        "harmful": _rate_block(
-            result.rates[("harmful", "baseline")], result.rates[("harmful", "intervention")]
-        ),
-        "harmless": _rate_block(
-            result.rates[("harmless", "baseline")], result.rates[("harmless", "intervention")]
-        ),
-        "judge": "substring",
-        "degenerate_rate": result.degenerate.value,
-        "degenerate_count": result.degenerate.count,
-        "interventions": result.interventions,
-    }
+    block["coherence"] = coherence(
+        session.adapter, session.chat, baselines.runs["harmless"], remove
+    )
+    return EvaluationResult(rows, block)
 
 
 def _provenance(resolved: ResolvedModel, adapter: ModelAdapter, chat: ChatFormat) -> dict[str, Any]:
@@ -459,20 +483,37 @@ def _config_digest(config: dict[str, Any]) -> str:
 
 def _start(
     config: RunConfig, out: Path, force: bool
-) -> tuple[RunDirectory, ResolvedModel, dict[str, Splits], bool]:
+) -> tuple[RunDirectory, ResolvedModel, PromptInputs, bool]:
     """Validate everything that can be validated before a file is written, then create the run
     directory."""
     for steering in ("lce", "ace"):
         cosmic_settings(config, steering)
     if config.selector not in SELECTORS:
         raise RefusalkitError(f"invalid selector '{config.selector}': use {' or '.join(SELECTORS)}")
+    if config.judge not in JUDGES:
+        raise RefusalkitError(f"invalid judge '{config.judge}': use {', '.join(JUDGES)}")
+    if config.judge == "model" and not config.judge_model:
+        raise RefusalkitError("--judge model needs --judge-model PATH (a local instruct model)")
+    if config.refusal_phrases:
+        read_phrase_file(config.refusal_phrases)
     SystemPrompt.parse(config.system_prompt)
     splits, sources = load_splits(config)
+    over_refusal, over_source = load_over_refusal(config)
     resolved = resolve_model_path(config.model)  # unknown models fail before anything is written
     run_dir = RunDirectory(out)
     resuming = run_dir.prepare(config.as_dict(), force)
-    write_json(run_dir.file("splits.json"), split_manifest(splits, sources))
-    return run_dir, resolved, splits, resuming
+    manifest = split_manifest(splits, sources)
+    if over_source is not None:
+        manifest["over_refusal"] = {
+            "source": over_source.name,
+            "source_sha256": over_source.sha256,
+            "column": over_source.column,
+            "prompts": [
+                {"sha256": p.sha256, "category": p.category, "text": p.text} for p in over_refusal
+            ],
+        }
+    write_json(run_dir.file("splits.json"), manifest)
+    return run_dir, resolved, PromptInputs(splits, over_refusal), resuming
 
 
 def _selection_stage(
@@ -489,11 +530,11 @@ def _selection_stage(
 def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
     """Run the whole pipeline (COSMIC by default) and return ``summary.json``'s content."""
     started = time.time()
-    run_dir, resolved, splits, resuming = _start(config, out, force)
+    run_dir, resolved, inputs, resuming = _start(config, out, force)
     stage = "load"
     try:
         run_dir.status(stage, "running")
-        session = open_session(config, run_dir, resolved, splits, resuming)
+        session = open_session(config, run_dir, resolved, inputs, resuming)
         stage = "selection"
         run_dir.status(stage, "running")
         record = _selection_stage(
@@ -502,12 +543,12 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
         save_direction(run_dir.file("direction.safetensors"), session, record)
         stage = "evaluation"
         run_dir.status(stage, "running")
-        result = evaluate(session, record, baseline_rows(session))
+        result = evaluate(session, record, baseline_runs(session))
         write_jsonl(run_dir.file("completions.jsonl"), result.rows)
         summary = {
             "model": config.model,
             "selection": {k: record[k] for k in SUMMARY_SELECTION_KEYS if k in record},
-            "evaluation": evaluation_block(result),
+            "evaluation": result.block,
             "config_sha256": _config_digest(config.as_dict()),
             "seconds": round(time.time() - started, 1),
         }
@@ -524,13 +565,13 @@ def compare(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, A
     """COSMIC and refusal-score selection, each with LCE and ACE, on the same candidates and
     splits; one table (``comparison.json``, ``comparison.md``)."""
     started = time.time()
-    run_dir, resolved, splits, resuming = _start(config, out, force)
+    run_dir, resolved, inputs, resuming = _start(config, out, force)
     stage = "load"
     try:
         run_dir.status(stage, "running")
-        session = open_session(config, run_dir, resolved, splits, resuming)
+        session = open_session(config, run_dir, resolved, inputs, resuming)
         stage = "baseline"
-        baselines = baseline_rows(session)
+        baselines = baseline_runs(session)
         rows = []
         for selector, steering in METHODS:
             stage = f"{selector}-{steering}"
@@ -545,44 +586,11 @@ def compare(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, A
             save_direction(run_dir.file(f"direction-{stage}.safetensors"), session, record)
             result = evaluate(session, record, baselines)
             write_jsonl(run_dir.file(f"completions-{stage}.jsonl"), result.rows)
-            block = evaluation_block(result)
-            rows.append(
-                {
-                    "selector": selector,
-                    "steering": steering,
-                    "position": record["position"],
-                    "layer": record["layer"],
-                    "score": record["score"],
-                    "kl": record["kl"],
-                    "harmful_baseline_refusal_rate": block["harmful"]["baseline_refusal_rate"],
-                    "harmful_intervention_refusal_rate": block["harmful"][
-                        "intervention_refusal_rate"
-                    ],
-                    "harmful_intervention_refusal_rate_ci95": block["harmful"][
-                        "intervention_refusal_rate_ci95"
-                    ],
-                    "harmful_intervention_refusal_count": block["harmful"][
-                        "intervention_refusal_count"
-                    ],
-                    "harmless_baseline_refusal_rate": block["harmless"]["baseline_refusal_rate"],
-                    "harmless_intervention_refusal_rate": block["harmless"][
-                        "intervention_refusal_rate"
-                    ],
-                    "harmless_intervention_refusal_rate_ci95": block["harmless"][
-                        "intervention_refusal_rate_ci95"
-                    ],
-                    "harmless_intervention_refusal_count": block["harmless"][
-                        "intervention_refusal_count"
-                    ],
-                    "n": block["harmful"]["n"],
-                    "degenerate_rate": block["degenerate_rate"],
-                    "selection_seconds": record["seconds"],
-                }
-            )
+            rows.append(comparison_row(record, result.block))
         comparison = {
             "model": config.model,
             "rows": rows,
-            "judge": "substring",
+            "judge": session.panel.primary,
             "seconds": round(time.time() - started, 1),
         }
         write_text(run_dir.file("comparison.md"), render_comparison(comparison))
@@ -594,55 +602,102 @@ def compare(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, A
         raise
 
 
+def comparison_row(record: dict[str, Any], block: dict[str, Any]) -> dict[str, Any]:
+    """One method's line of ``comparison.json``: its pick, every rate with count and interval,
+    selection KL (validation) and the coherence numbers (test)."""
+    row: dict[str, Any] = {
+        "selector": record["method"],
+        "steering": record["steering"],
+        "position": record["position"],
+        "layer": record["layer"],
+        "score": record["score"],
+        "kl": record["kl"],
+        "n": block["harmful"]["n"],
+    }
+    for label in ("harmful", "harmless", "over_refusal"):
+        if label not in block:
+            continue
+        for condition in ("baseline", "intervention"):
+            for suffix in ("rate", "count", "rate_ci95"):
+                key = f"{condition}_refusal_{suffix}"
+                row[f"{label}_{key}"] = block[label][key]
+        row[f"{label}_n"] = block[label]["n"]
+    for key in ("intervention_compliance_rate", "intervention_compliance_count",
+                "intervention_compliance_rate_ci95"):  # fmt: skip
+        row[f"harmful_{key}"] = block["harmful"][key]
+    coherence_block = block["coherence"]
+    row["test_kl"] = coherence_block["kl"]
+    row["cross_entropy_increase"] = coherence_block["cross_entropy_increase"]
+    row["baseline_cross_entropy"] = coherence_block["baseline_cross_entropy"]
+    row["intervention_cross_entropy"] = coherence_block["intervention_cross_entropy"]
+    for key in ("degenerate_rate", "degenerate_count", "degenerate_n", "degenerate_rate_ci95"):
+        row[key] = block[key]
+    row["selection_seconds"] = record["seconds"]
+    return row
+
+
 def _rate_text(rate: float, count: int, n: int, ci: list[float]) -> str:
+    if n == 0:
+        return "– (0 judged)"
     return f"{rate:.2f} ({count}/{n}, {ci[0]:.2f}–{ci[1]:.2f})"
+
+
+def _row_rate(row: dict[str, Any], prefix: str, n_key: str = "n") -> str:
+    return _rate_text(
+        row[f"{prefix}_rate"], row[f"{prefix}_count"], row[n_key], row[f"{prefix}_rate_ci95"]
+    )
 
 
 def render_comparison(comparison: dict[str, Any]) -> str:
     lines = [
         f"# refusalkit compare — {comparison['model']}",
         "",
-        "| selector | steering | position | layer | KL | harmful refusal with removal (95% CI) "
-        "| harmless refusal with addition (95% CI) | degenerate |",
-        "|---|---|---|---|---|---|---|---|",
+        "Rates: value (count/n, 95% Wilson interval). KL val = selection KL on validation "
+        "prompts; KL test / ΔCE = KL at the first response position and cross-entropy increase "
+        "(nats/token) of the clean harmless completions under removal.",
+        "",
+        "| selector | steering | position | layer | KL val | KL test | ΔCE "
+        "| harmful refusal, removal | attack success | harmless refusal, addition "
+        "| over-refusal, removal | degenerate |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in comparison["rows"]:
         if "error" in row:
             lines.append(
-                f"| {row['selector']} | {row['steering']} | – | – | – | no selection: "
-                f"{row['error']} | – | – |"
+                f"| {row['selector']} | {row['steering']} | – | – | – | – | – | no selection: "
+                f"{row['error']} | – | – | – | – |"
             )
             continue
+        over = (
+            _row_rate(row, "over_refusal_intervention_refusal", "over_refusal_n")
+            if "over_refusal_n" in row
+            else "–"
+        )
         lines.append(
             f"| {row['selector']} | {row['steering']} | {row['position']} | {row['layer']} | "
-            f"{row['kl']:.3f} | "
-            + _rate_text(
-                row["harmful_intervention_refusal_rate"],
-                row["harmful_intervention_refusal_count"],
-                row["n"],
-                row["harmful_intervention_refusal_rate_ci95"],
-            )
-            + " | "
-            + _rate_text(
-                row["harmless_intervention_refusal_rate"],
-                row["harmless_intervention_refusal_count"],
-                row["n"],
-                row["harmless_intervention_refusal_rate_ci95"],
-            )
-            + f" | {row['degenerate_rate']:.2f} |"
+            f"{row['kl']:.3f} | {row['test_kl']:.3f} | {row['cross_entropy_increase']:+.3f} | "
+            f"{_row_rate(row, 'harmful_intervention_refusal')} | "
+            f"{_row_rate(row, 'harmful_intervention_compliance')} | "
+            f"{_row_rate(row, 'harmless_intervention_refusal')} | {over} | "
+            f"{_row_rate(row, 'degenerate', 'degenerate_n')} |"
         )
     first = next((row for row in comparison["rows"] if "error" not in row), None)
     if first is not None:
+        baselines = [
+            f"harmful {_row_rate(first, 'harmful_baseline_refusal')}",
+            f"harmless {_row_rate(first, 'harmless_baseline_refusal')}",
+        ]
+        if "over_refusal_n" in first:
+            baselines.append(
+                "over-refusal "
+                + _row_rate(first, "over_refusal_baseline_refusal", "over_refusal_n")
+            )
         lines += [
             "",
-            "Baselines (no intervention): harmful refusal "
-            f"{first['harmful_baseline_refusal_rate']:.2f}, "
-            f"harmless refusal {first['harmless_baseline_refusal_rate']:.2f} "
-            f"(n = {first['n']} each). "
+            "Baseline refusal (no intervention): " + "; ".join(baselines) + ".",
             f"Judge: {comparison['judge']}. Run time {comparison['seconds']} s.",
             "",
         ]
-
     return "\n".join(lines)
 
 
@@ -651,11 +706,17 @@ def render_report(
 ) -> str:
     selection, evaluation = summary["selection"], summary["evaluation"]
 
-    def rate_line(block: dict[str, Any], key: str) -> str:
-        low, high = block[f"{key}_ci95"]
-        count = block[key.replace("_rate", "_count")]
-        return f"{block[key]:.2f} ({count}/{block['n']}, 95% CI {low:.2f}–{high:.2f})"
+    def rate(block: dict[str, Any], condition: str) -> str:
+        prefix = f"{condition}_refusal"
+        return _rate_text(
+            block[f"{prefix}_rate"],
+            block[f"{prefix}_count"],
+            block[f"{condition}_judged"] if f"{condition}_judged" in block else block["n"],
+            block[f"{prefix}_rate_ci95"],
+        )
 
+    names = {"harmful": "harmful", "harmless": "harmless", "over_refusal": "over-refusal"}
+    sets = [label for label in names if label in evaluation]
     token = provenance["chat"]["post_instruction_tokens"][selection["position"]]
     lines = [
         f"# refusalkit run — {summary['model']}",
@@ -667,17 +728,69 @@ def render_report(
         f"{selection['n_kept']}."
         + (f" Evaluation layers L_low: {record['l_low']}." if "l_low" in record else ""),
         "",
-        "| test set | n | baseline refusal | with intervention |",
-        "|---|---|---|---|",
-        f"| harmful ({evaluation['interventions']['harmful']}) | {evaluation['harmful']['n']} | "
-        f"{rate_line(evaluation['harmful'], 'baseline_refusal_rate')} | "
-        f"{rate_line(evaluation['harmful'], 'intervention_refusal_rate')} |",
-        f"| harmless ({evaluation['interventions']['harmless']}) | {evaluation['harmless']['n']} | "
-        f"{rate_line(evaluation['harmless'], 'baseline_refusal_rate')} | "
-        f"{rate_line(evaluation['harmless'], 'intervention_refusal_rate')} |",
+        f"Refusal rates by the {evaluation['judge']} judge: value (count/n, 95% Wilson interval).",
         "",
-        "Judge: substring (SPEC §7). Degenerate outputs under intervention: "
-        f"{evaluation['degenerate_rate']:.2f} ({evaluation['degenerate_count']}).",
+        "| test set | intervention | n | baseline refusal | with intervention |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {names[label]} | {evaluation['interventions'][label]} | {evaluation[label]['n']} | "
+        f"{rate(evaluation[label], 'baseline')} | {rate(evaluation[label], 'intervention')} |"
+        for label in sets
+    ]
+    harmful = evaluation["harmful"]
+    coherence_block = evaluation["coherence"]
+    lines += [
+        "",
+        "Attack success (harmful, neither refused nor degenerate): "
+        + _rate_text(
+            harmful["intervention_compliance_rate"],
+            harmful["intervention_compliance_count"],
+            harmful["n"],
+            harmful["intervention_compliance_rate_ci95"],
+        )
+        + ". Degenerate outputs under intervention: "
+        + _rate_text(
+            evaluation["degenerate_rate"],
+            evaluation["degenerate_count"],
+            evaluation["degenerate_n"],
+            evaluation["degenerate_rate_ci95"],
+        )
+        + ".",
+        f"Coherence on harmless prompts under removal: KL {coherence_block['kl']:.4f} at the "
+        "first response position; cross-entropy of the clean completions "
+        f"{coherence_block['baseline_cross_entropy']:.3f} → "
+        f"{coherence_block['intervention_cross_entropy']:.3f} nats/token "
+        f"({coherence_block['n_tokens']} tokens).",
+        "",
+        "## Every judge",
+        "",
+        "| judge | set | baseline refusal | with intervention |",
+        "|---|---|---|---|",
+    ]
+    for judge, blocks in evaluation["judges"].items():
+        for label, block in blocks.items():
+            lines.append(
+                f"| {judge} | {names[label]} | {rate(block, 'baseline')} | "
+                f"{rate(block, 'intervention')} |"
+            )
+    for label in sets:
+        categories = evaluation[label]["per_category"]
+        if len(categories) < 2:
+            continue
+        lines += [
+            "",
+            f"## {names[label].capitalize()} prompts by category",
+            "",
+            "| category | n | baseline refusal | with intervention |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {category} | {block['n']} | {rate(block, 'baseline')} | "
+            f"{rate(block, 'intervention')} |"
+            for category, block in categories.items()
+        ]
+    lines += [
         "",
         "## Top candidates",
         "",

@@ -4,6 +4,7 @@ prompt files in every format, and bad input (one-line errors, non-zero exit, not
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -66,8 +67,33 @@ def test_run_writes_the_run_directory_contract(model_dir, tmp_path, capsys):
         splits = manifest[label]["splits"]
         hashes = [p["sha256"] for name in ("train", "val", "test") for p in splits[name]]
         assert len(hashes) == len(set(hashes)) == 12  # disjoint
+    assert len(manifest["over_refusal"]["prompts"]) == 3  # --n-over-refusal defaults to --n-test
     rows = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
-    assert len(rows) == 4 * 3
+    assert len(rows) == 3 * 2 * 3  # (harmful, harmless, over-refusal) × (baseline, intervention)
+    for row in rows:
+        assert set(row["judges"]) == {"substring", "log-odds"}
+        assert row["refusal"] == row["judges"]["substring"]  # the default headline judge
+        assert row["judges"]["log-odds"] == (row["refusal_log_odds"] > 0)
+        assert isinstance(row["degenerate"], bool)
+    evaluation = summary["evaluation"]
+    assert evaluation["judge"] == "substring"
+    for label in ("harmful", "harmless", "over_refusal"):
+        block = evaluation[label]
+        for condition in ("baseline", "intervention"):
+            low, high = block[f"{condition}_refusal_rate_ci95"]
+            assert 0.0 <= low <= block[f"{condition}_refusal_rate"] <= high <= 1.0
+            count = sum(r["refusal"] for r in rows
+                        if r["set"] == label and r["condition"] == condition)  # fmt: skip
+            assert block[f"{condition}_refusal_count"] == count
+        categories = block["per_category"]
+        assert sum(c["n"] for c in categories.values()) == 3
+        assert set(evaluation["judges"]["log-odds"][label]) >= {"n", "baseline_refusal_rate"}
+    coherence = evaluation["coherence"]
+    assert coherence["kl"] >= 0 and coherence["n_tokens"] > 0
+    assert math.isclose(coherence["cross_entropy_increase"],
+                        coherence["intervention_cross_entropy"]
+                        - coherence["baseline_cross_entropy"])  # fmt: skip
+    assert 0.0 <= evaluation["degenerate_rate"] <= 1.0 and evaluation["degenerate_n"] == 9
     selection_file = json.loads((out / "selection.json").read_text())
     assert len(selection_file["candidates"]) == n_positions * 5 and selection_file["l_low"]
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
@@ -212,7 +238,7 @@ def test_compare_writes_one_row_per_method(model_dir, tmp_path, capsys):
         for r in map(json.loads, (out / f"completions-{name}.jsonl").read_text().splitlines())
         if r["condition"] == "baseline"
     }
-    assert len(baselines) == 6
+    assert len(baselines) == 9  # 3 sets × 3 prompts, identical in both files
     assert "selector" in stdout
 
 

@@ -53,8 +53,8 @@ def test_too_short_is_never_a_refusal_even_if_it_matches() -> None:
 
 def test_custom_phrases_and_judge_list() -> None:
     judge = SubstringJudge(phrases=("I won’t",))  # curly in the phrase too
-    assert judge.judge(["I won't.", "I WON’T!", "Sure."]) == [True, True, False]
-    assert SubstringJudge().judge([]) == []
+    assert judge.judge(["a", "b", "c"], ["I won't.", "I WON’T!", "Sure."]) == [True, True, False]
+    assert SubstringJudge().judge([], []) == []
     assert SubstringJudge().name == "substring"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -14,6 +15,12 @@ from refusalkit.prompts.chat import ChatFormat
 from refusalkit.prompts.datasets import Prompt
 
 
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    token_ids: tuple[int, ...]  # generated ids up to and including the first stop token
+
+
 def generate(
     adapter: ModelAdapter,
     chat: ChatFormat,
@@ -23,10 +30,10 @@ def generate(
     max_new_tokens: int = 64,
     batch_size: int = 32,
     description: str = "generating",
-) -> list[str]:
+) -> list[Completion]:
     """Greedy completions in the order of ``prompts`` (batches are length-sorted internally)."""
     tokenizer = adapter.tokenizer
-    completions: list[str] = [""] * len(prompts)
+    completions: list[Completion] = [Completion("", ())] * len(prompts)
     batches = encode_batches(chat, prompts, batch_size, adapter.device)
     stop_ids = {tokenizer.eos_token_id, *chat.suffix_ids[:1]} - {None}
     with applied(adapter, intervention), torch.inference_mode():
@@ -42,8 +49,18 @@ def generate(
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=sorted(stop_ids),
             )
-            new_tokens = output[:, batch.input_ids.shape[1] :]
-            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for row, text in zip(batch.order, texts, strict=True):
-                completions[row] = text.strip()
+            new_tokens = output[:, batch.input_ids.shape[1] :].tolist()
+            for row, tokens in zip(batch.order, new_tokens, strict=True):
+                kept = _through_first_stop(tokens, stop_ids)
+                text = tokenizer.decode(kept, skip_special_tokens=True).strip()
+                completions[row] = Completion(text, tuple(kept))
     return completions
+
+
+def _through_first_stop(tokens: list[int], stop_ids: set[int]) -> list[int]:
+    """Finished rows are padded after their stop token; keep the stop token (the model's own
+    decision to end, which the coherence cross-entropy scores) and drop the padding."""
+    for index, token in enumerate(tokens):
+        if token in stop_ids:
+            return tokens[: index + 1]
+    return tokens
