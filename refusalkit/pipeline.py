@@ -57,6 +57,7 @@ from refusalkit.selection.engine import (
     addition,
     removal,
 )
+from refusalkit.selection.filters import NothingSelected
 from refusalkit.selection.refusal_score import RefusalScoreSettings, refusal_tokens
 
 SELECTORS = ("cosmic", "refusal-score")
@@ -521,8 +522,25 @@ def _selection_stage(
 ) -> dict[str, Any]:
     path = run_dir.file(name)
     if resuming and path.exists():
-        return dict(read_json(path))
-    record = select_direction(session, selector, steering)
+        stored = dict(read_json(path))
+        if "error" in stored:
+            raise NothingSelected(stored["error"], [])
+        return stored
+    try:
+        record = select_direction(session, selector, steering)
+    except NothingSelected as failure:
+        # Kept on disk: the scores of a selection that found nothing explain why (report heatmaps).
+        write_json(
+            path,
+            {
+                "method": selector,
+                "steering": steering,
+                "error": str(failure),
+                "candidates": [c.as_dict() for c in failure.candidates],
+                "position_tokens": session.chat.position_labels(),
+            },
+        )
+        raise
     write_json(path, record)
     return record
 
@@ -580,7 +598,7 @@ def compare(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, A
                 record = _selection_stage(
                     session, run_dir, f"selection-{stage}.json", selector, steering, resuming
                 )
-            except RefusalkitError as failure:  # a method that finds nothing is a result too
+            except NothingSelected as failure:  # a method that finds nothing is a result too
                 rows.append({"selector": selector, "steering": steering, "error": str(failure)})
                 continue
             save_direction(run_dir.file(f"direction-{stage}.safetensors"), session, record)

@@ -254,3 +254,15 @@ def test_compare_reports_a_method_that_selects_nothing(model_dir, tmp_path, caps
     failed = [r for r in rows if "error" in r]
     assert len(failed) == 2 and all("--induce-threshold" in r["error"] for r in failed)
     assert "no selection" in stdout
+    # The failed selection keeps every candidate's scores, so the report can show why.
+    stored = json.loads((out / "selection-refusal-score-lce.json").read_text())
+    assert "--induce-threshold" in stored["error"]
+    assert stored["candidates"] and {c["status"] for c in stored["candidates"]} <= {"layer", "induce"}
+    # Resuming the finished-but-failed method reuses the stored failure instead of re-running it.
+    (out / "comparison.json").unlink()
+    code, _, err = _run(
+        capsys, "compare", "--model", str(model_dir), *SMALL, "--induce-threshold", "1000",
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads((out / "selection-refusal-score-lce.json").read_text()) == stored

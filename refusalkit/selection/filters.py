@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from refusalkit.errors import RefusalkitError
 
@@ -14,6 +14,8 @@ class Candidate(Protocol):
     layer: int
     kl: float
     status: str
+
+    def as_dict(self) -> dict[str, Any]: ...
 
 
 C = TypeVar("C", bound=Candidate)
@@ -37,14 +39,24 @@ def first_within_kl(
     return selected
 
 
+class NothingSelected(RefusalkitError):
+    """Every candidate was filtered out; ``candidates`` keeps their scores and statuses, so the
+    failure can still be reported and plotted."""
+
+    def __init__(self, message: str, candidates: Sequence[Candidate]) -> None:
+        super().__init__(message)
+        self.candidates = list(candidates)
+
+
 def all_filtered(
     method: str, candidates: Sequence[Candidate], hints: Mapping[str, str]
-) -> RefusalkitError:
+) -> NothingSelected:
     """The error when nothing survives: which filter removed the most, and how to relax it."""
     counts = {name: sum(c.status == name for c in candidates) for name in hints}
     worst = max(counts, key=lambda name: counts[name])
     detail = ", ".join(f"{name}: {count}" for name, count in counts.items() if count)
-    return RefusalkitError(
+    return NothingSelected(
         f"{method}: every one of the {len(candidates)} candidates was filtered out ({detail}); "
-        f"the {worst} filter removed the most — {hints[worst]}"
+        f"the {worst} filter removed the most — {hints[worst]}",
+        candidates,
     )
