@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from refusalkit.config import CPU_DEFAULTS, PAPER_SIZES, RunConfig
 from refusalkit.errors import RefusalkitError
+from refusalkit.evaluation.metrics import format_block_rate
 from refusalkit.models.registry import DEFAULT_MODEL, EMBEDDED_MODELS
 
 
@@ -244,6 +245,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="COSMIC and refusal-score selection, each with LCE and ACE, on the same candidates",
     )
     _add_run_options(compare_parser, choose_method=False)
+    report = commands.add_parser(
+        "report", help="(re)write report.html for a run or compare directory"
+    )
+    report.add_argument("run_dir", type=Path, help="a directory written by run or compare")
     commands.add_parser("models", help="list the embedded models")
     prepare = commands.add_parser("prepare", help="download and convert an embedded model now")
     prepare.add_argument("model", nargs="?", default=DEFAULT_MODEL, choices=sorted(EMBEDDED_MODELS))
@@ -314,10 +319,8 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         block = evaluation[label]
         lines.append(
             f"  {label.replace('_', '-'):12s} refusal: baseline "
-            f"{block['baseline_refusal_rate']:.2f} "
-            f"({block['baseline_refusal_count']}/{block['n']}) -> with {verb} "
-            f"{block['intervention_refusal_rate']:.2f} "
-            f"({block['intervention_refusal_count']}/{block['n']})"
+            f"{format_block_rate(block, 'baseline_refusal')} -> with {verb} "
+            f"{format_block_rate(block, 'intervention_refusal')}"
         )
     lines.append(f"run directory: {out}  (summary.json, report.md; {summary['seconds']} s)")
     print("\n".join(lines))  # noqa: T201 - the CLI's own output
@@ -335,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "models":
             for name, model in EMBEDDED_MODELS.items():
                 print(f"{name}{' (default)' if name == DEFAULT_MODEL else ''}: {model.description}")  # noqa: T201
+            return 0
+        if args.command == "report":
+            from refusalkit.report.html import write_html_report
+
+            print(write_html_report(args.run_dir))  # noqa: T201
             return 0
         if args.command == "prepare":
             from refusalkit.models.registry import prepare_embedded

@@ -27,6 +27,7 @@ from refusalkit.config import RunConfig
 from refusalkit.directions import CandidateSet, compute_candidates
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.judges import SubstringJudge, load_model_judge, read_phrase_file
+from refusalkit.evaluation.metrics import format_block_rate, format_rate
 from refusalkit.evaluation.suite import (
     ConditionRun,
     EvaluationSettings,
@@ -49,6 +50,7 @@ from refusalkit.prompts.datasets import (
     split_manifest,
     split_prompts,
 )
+from refusalkit.report.html import write_html_report
 from refusalkit.selection.cosmic import CosmicSettings, low_similarity_layers
 from refusalkit.selection.engine import (
     CosmicEngine,
@@ -403,6 +405,7 @@ def baseline_runs(session: Session) -> Baselines:
                 None,
                 _settings(session.config),
                 session.panel,
+                score_completions=label == "harmless",  # the coherence reference
             )
             for label, prompts in test_sets(session).items()
         }
@@ -572,6 +575,7 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
         }
         write_text(run_dir.file("report.md"), render_report(summary, session.provenance, record))
         write_json(run_dir.file("summary.json"), summary)
+        write_html_report(run_dir.path)
         run_dir.status("done", "complete")
         return summary
     except BaseException as error:
@@ -613,6 +617,7 @@ def compare(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, A
         }
         write_text(run_dir.file("comparison.md"), render_comparison(comparison))
         write_json(run_dir.file("comparison.json"), comparison)
+        write_html_report(run_dir.path)
         run_dir.status("done", "complete")
         return comparison
     except BaseException as error:
@@ -654,18 +659,6 @@ def comparison_row(record: dict[str, Any], block: dict[str, Any]) -> dict[str, A
     return row
 
 
-def _rate_text(rate: float, count: int, n: int, ci: list[float]) -> str:
-    if n == 0:
-        return "– (0 judged)"
-    return f"{rate:.2f} ({count}/{n}, {ci[0]:.2f}–{ci[1]:.2f})"
-
-
-def _row_rate(row: dict[str, Any], prefix: str, n_key: str = "n") -> str:
-    return _rate_text(
-        row[f"{prefix}_rate"], row[f"{prefix}_count"], row[n_key], row[f"{prefix}_rate_ci95"]
-    )
-
-
 def render_comparison(comparison: dict[str, Any]) -> str:
     lines = [
         f"# refusalkit compare — {comparison['model']}",
@@ -687,28 +680,28 @@ def render_comparison(comparison: dict[str, Any]) -> str:
             )
             continue
         over = (
-            _row_rate(row, "over_refusal_intervention_refusal", "over_refusal_n")
+            format_block_rate(row, "over_refusal_intervention_refusal", "over_refusal_n")
             if "over_refusal_n" in row
             else "–"
         )
         lines.append(
             f"| {row['selector']} | {row['steering']} | {row['position']} | {row['layer']} | "
             f"{row['kl']:.3f} | {row['test_kl']:.3f} | {row['cross_entropy_increase']:+.3f} | "
-            f"{_row_rate(row, 'harmful_intervention_refusal')} | "
-            f"{_row_rate(row, 'harmful_intervention_compliance')} | "
-            f"{_row_rate(row, 'harmless_intervention_refusal')} | {over} | "
-            f"{_row_rate(row, 'degenerate', 'degenerate_n')} |"
+            f"{format_block_rate(row, 'harmful_intervention_refusal')} | "
+            f"{format_block_rate(row, 'harmful_intervention_compliance')} | "
+            f"{format_block_rate(row, 'harmless_intervention_refusal')} | {over} | "
+            f"{format_block_rate(row, 'degenerate', 'degenerate_n')} |"
         )
     first = next((row for row in comparison["rows"] if "error" not in row), None)
     if first is not None:
         baselines = [
-            f"harmful {_row_rate(first, 'harmful_baseline_refusal')}",
-            f"harmless {_row_rate(first, 'harmless_baseline_refusal')}",
+            f"harmful {format_block_rate(first, 'harmful_baseline_refusal')}",
+            f"harmless {format_block_rate(first, 'harmless_baseline_refusal')}",
         ]
         if "over_refusal_n" in first:
             baselines.append(
                 "over-refusal "
-                + _row_rate(first, "over_refusal_baseline_refusal", "over_refusal_n")
+                + format_block_rate(first, "over_refusal_baseline_refusal", "over_refusal_n")
             )
         lines += [
             "",
@@ -726,7 +719,7 @@ def render_report(
 
     def rate(block: dict[str, Any], condition: str) -> str:
         prefix = f"{condition}_refusal"
-        return _rate_text(
+        return format_rate(
             block[f"{prefix}_rate"],
             block[f"{prefix}_count"],
             block[f"{condition}_judged"] if f"{condition}_judged" in block else block["n"],
@@ -761,14 +754,14 @@ def render_report(
     lines += [
         "",
         "Attack success (harmful, neither refused nor degenerate): "
-        + _rate_text(
+        + format_rate(
             harmful["intervention_compliance_rate"],
             harmful["intervention_compliance_count"],
             harmful["n"],
             harmful["intervention_compliance_rate_ci95"],
         )
         + ". Degenerate outputs under intervention: "
-        + _rate_text(
+        + format_rate(
             evaluation["degenerate_rate"],
             evaluation["degenerate_count"],
             evaluation["degenerate_n"],

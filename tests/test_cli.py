@@ -43,7 +43,7 @@ def test_run_writes_the_run_directory_contract(model_dir, tmp_path, capsys):
     assert "selected position" in stdout and str(out) in stdout
     for name in ("config.json", "splits.json", "provenance.json", "candidates.safetensors",
                  "selection.json", "direction.safetensors", "completions.jsonl", "report.md",
-                 "summary.json", "status.json"):  # fmt: skip
+                 "report.html", "summary.json", "status.json"):  # fmt: skip
         assert (out / name).is_file(), name
     summary = json.loads((out / "summary.json").read_text())
     assert isinstance(summary["model"], str)
@@ -257,7 +257,8 @@ def test_compare_reports_a_method_that_selects_nothing(model_dir, tmp_path, caps
     # The failed selection keeps every candidate's scores, so the report can show why.
     stored = json.loads((out / "selection-refusal-score-lce.json").read_text())
     assert "--induce-threshold" in stored["error"]
-    assert stored["candidates"] and {c["status"] for c in stored["candidates"]} <= {"layer", "induce"}
+    statuses = {c["status"] for c in stored["candidates"]}
+    assert stored["candidates"] and statuses <= {"layer", "induce"}
     # Resuming the finished-but-failed method reuses the stored failure instead of re-running it.
     (out / "comparison.json").unlink()
     code, _, err = _run(

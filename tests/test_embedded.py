@@ -34,7 +34,7 @@ def two_threads():
 
 @skip_offline
 def test_cosmic_lce_on_the_default_model_removes_and_induces_refusal(tmp_path, two_threads):
-    config = RunConfig(n_train=64, n_val=8, n_test=32, max_new_tokens=32)
+    config = RunConfig(n_train=64, n_val=8, n_test=32, max_new_tokens=32, n_over_refusal=16)
     summary = run(config, tmp_path / "run")
     selection, evaluation = summary["selection"], summary["evaluation"]
     assert selection["kl"] <= 0.1
@@ -44,5 +44,11 @@ def test_cosmic_lce_on_the_default_model_removes_and_induces_refusal(tmp_path, t
     assert harmful["baseline_refusal_count"] >= 2, "the model should refuse some harmful prompts"
     assert harmful["intervention_refusal_count"] <= harmful["baseline_refusal_count"] // 2
     assert harmless["intervention_refusal_count"] >= harmless["baseline_refusal_count"] + 3
+    # Every judge reports; the coherence cost of removal on harmless prompts is small but real.
+    assert set(evaluation["judges"]) == {"substring", "log-odds"}
+    assert evaluation["over_refusal"]["n"] == 16
+    coherence = evaluation["coherence"]
+    assert 0 < coherence["kl"] < 1 and coherence["n_tokens"] > 100
+    assert abs(coherence["cross_entropy_increase"]) < 1.0
     written = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert written == summary

@@ -25,6 +25,7 @@ from refusalkit.selection.refusal_score import refusal_log_odds
 # Scoring keeps full-vocabulary logits for every response position of a batch (batch × tokens ×
 # vocabulary floats: about 240 MB for 8 × 49 × 152k); smaller batches than generation bound that.
 SCORING_BATCH_SIZE = 8
+PROMPT_BATCH_SIZE = 32
 
 
 @dataclass
@@ -56,7 +57,9 @@ def teacher_forced(
     first: torch.Tensor | None = None
     nll = torch.zeros(len(prompts), dtype=torch.float64)
     n_tokens = torch.tensor([len(r) for r in responses], dtype=torch.long)
-    chunks = [order[i : i + SCORING_BATCH_SIZE] for i in range(0, len(order), SCORING_BATCH_SIZE)]
+    # Prompt-only scoring keeps one position of logits per row, so it can batch like generation.
+    size = SCORING_BATCH_SIZE if any(responses) else PROMPT_BATCH_SIZE
+    chunks = [order[i : i + size] for i in range(0, len(order), size)]
     with applied(adapter, intervention), torch.inference_mode():
         for rows in track(chunks, description):
             batch = pad_left(

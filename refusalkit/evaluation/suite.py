@@ -103,7 +103,12 @@ def run_condition(
     intervention: Intervention | None,
     settings: EvaluationSettings,
     panel: JudgePanel,
+    *,
+    score_completions: bool = False,
 ) -> ConditionRun:
+    """Generate, score and judge one test set under one condition. ``score_completions`` also
+    keeps the completions' likelihoods (the coherence reference; costs full-vocabulary logits at
+    every completion position), otherwise only the first response position is scored."""
     condition = "baseline" if intervention is None else "intervention"
     completions = generate(
         adapter,
@@ -114,9 +119,8 @@ def run_condition(
         batch_size=settings.batch_size,
         description=f"generating: {label} {condition}",
     )
-    # Clean runs keep their completions' likelihoods (the coherence reference); intervened runs
-    # need only the first-position distribution, which the prompt alone determines.
-    responses = [c.token_ids if intervention is None else () for c in completions]
+    # The first-position distribution depends on the prompt alone (causal attention).
+    responses = [c.token_ids if score_completions else () for c in completions]
     scores = teacher_forced(
         adapter,
         chat,

@@ -1,0 +1,798 @@
+"""One self-contained HTML page for a ``refusalkit run`` or ``refusalkit compare`` directory.
+
+The page must open offline and be safe to mail around: CSS inline, every plot an SVG data URI,
+no external URL, every piece of prompt/completion text escaped, and a Content-Security-Policy that
+forbids loading anything but data: images, so a stray URL could not be fetched even if one slipped
+in. Inputs are read with ``.get`` throughout: the run files gain keys over time, and a report of an
+older or newer run should still render what it finds.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from refusalkit.errors import RefusalkitError
+from refusalkit.evaluation.metrics import wilson_interval
+from refusalkit.io import write_text
+from refusalkit.report import svg
+from refusalkit.report.svg import escape_text as _e
+
+# Candidate statuses that mean "removed by a filter" (hatched in the heatmaps).
+_FILTERED = frozenset({"median_peak", "layer", "nan", "induce", "kl"})
+# Per-candidate metrics to plot, with titles saying which direction is good.
+# (key, title, higher is better)
+_COSMIC_METRICS = (
+    ("s_refuse", "S_refuse (higher: addition makes harmless look harmful)", True),
+    ("s_comply", "S_comply (higher: ablation makes harmful look harmless)", True),
+    ("kl", "KL on harmless prompts (lower: fewer side effects)", False),
+    ("score", "score = S_refuse + S_comply (selected: argmax)", True),
+)
+_REFUSAL_SCORE_METRICS = (
+    ("bypass", "bypass: refusal score under ablation (lower is better)", False),
+    ("induce", "induce: refusal score under addition (higher is better)", True),
+    ("kl", "KL on harmless prompts (lower: fewer side effects)", False),
+)
+# completions.jsonl keys shown as columns or badges of their own, or not verdicts at all; any
+# other bool/number key (e.g. refusal_log_odds) is shown as a judge verdict.
+_ROW_KEYS = frozenset(
+    {"set", "condition", "intervention", "category", "prompt", "completion", "refusal"}
+    | {"degenerate", "degenerate_reason", "judges", "n_tokens"}
+)
+_SAMPLES_PER_SET = 4
+
+# Sets a data attribute on <body> once everything has loaded, so a headless browser (or a person
+# with devtools) can check that every image decoded and no script error happened.
+_SCRIPT = (
+    "(function(){var errors=0;window.onerror=function(){errors+=1;"
+    "document.body.dataset.errors=errors;};window.addEventListener('load',function(){"
+    "var imgs=document.images,ok=0;for(var i=0;i<imgs.length;i++){"
+    "if(imgs[i].complete&&imgs[i].naturalWidth>0){ok+=1;}}var d=document.body.dataset;"
+    "d.imagesLoaded=ok;d.imagesTotal=imgs.length;d.errors=errors;});})();"
+)
+# The CSP allows exactly this script (by hash), inline styles and data: images; nothing else.
+_CSP = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-"
+    + base64.b64encode(hashlib.sha256(_SCRIPT.encode()).digest()).decode()
+    + "'"
+)
+_CSS = """
+body { font-family: system-ui, "DejaVu Sans", sans-serif; margin: 0; color: #1b1b1b;
+  background: #fafafa; line-height: 1.45; }
+main { max-width: 1240px; margin: 0 auto; padding: 20px 28px 60px; }
+h1 { font-size: 1.6em; margin: .2em 0; }
+h2 { border-bottom: 2px solid #ddd; padding-bottom: 4px; margin-top: 1.8em; }
+h3 { margin: 1.2em 0 .4em; }
+code, .completion { font-family: "DejaVu Sans Mono", Menlo, Consolas, monospace; }
+code { font-size: .92em; }
+table { border-collapse: collapse; margin: .5em 0 1em; background: #fff; }
+th, td { border: 1px solid #d4d4d4; padding: 4px 8px; text-align: left; vertical-align: top; }
+th { background: #f0f0f0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td code { white-space: nowrap; }
+.compact td.rate { white-space: normal; }
+.ci { white-space: nowrap; }
+.kv td:last-child { white-space: pre-wrap; word-break: break-word; max-width: 640px; }
+.wide { overflow-x: auto; }
+.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; width: fit-content;
+  background: #fff; border: 1px solid #ddd; padding: 10px 14px; }
+.facts dt { font-weight: 600; color: #444; }
+.facts dd { margin: 0; }
+.plots { display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-start; }
+.plots img { max-width: 100%; height: auto; border: 1px solid #e2e2e2; background: #fff; }
+.cols { display: flex; flex-wrap: wrap; gap: 0 28px; align-items: flex-start; }
+.completion { font-size: .85em; white-space: pre-wrap; word-break: break-word; max-height: 14em;
+  overflow: auto; background: #f6f6f6; padding: 4px 6px; margin: 2px 0; }
+.samples td { max-width: 420px; }
+.badge { display: inline-block; border-radius: 3px; padding: 0 5px; margin: 1px 3px 1px 0;
+  font-size: .8em; border: 1px solid #bbb; background: #fff; }
+.badge.yes { background: #fde2e1; border-color: #e59a96; }
+.badge.no { background: #e3f4e1; border-color: #92c78c; }
+.badge.warn { background: #fff2cc; border-color: #d6b656; }
+.error { color: #a40000; }
+.note { color: #555; font-size: .92em; }
+details { margin: .5em 0; }
+summary { cursor: pointer; }
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# small helpers
+
+
+def _load_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _load_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [row for row in map(json.loads, filter(str.strip, lines)) if isinstance(row, dict)]
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    """``x`` if it is a dict, else an empty one: a missing or malformed block renders as absent."""
+    return x if isinstance(x, dict) else {}
+
+
+def _num(x: Any, digits: int = 4) -> str:
+    if isinstance(x, bool) or not isinstance(x, int | float) or not math.isfinite(x):
+        return "–"
+    return str(x) if isinstance(x, int) else f"{x:.{digits}f}"
+
+
+def _value(x: Any) -> str:
+    """Any config/provenance value as escaped text; containers as compact JSON."""
+    if x is None:
+        return "–"
+    if isinstance(x, str):
+        return _e(x)
+    if isinstance(x, float):
+        return repr(x)  # shortest exact form: 0.1, not 0.100000
+    return _e(json.dumps(x, ensure_ascii=False))
+
+
+def _token(token: Any) -> str:
+    """A token made visible: repr shows newlines and spaces, which are most of the P tokens."""
+    return _e(repr(token)) if isinstance(token, str) else "?"
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:
+    """Headers are trusted literals; cells must already be escaped HTML."""
+    head = "".join(f"<th>{h}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(cells) + "</tr>" for cells in rows)
+    return f'<table class="{cls}"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _td(html: str, num: bool = False, rate: bool = False) -> str:
+    if rate:  # a narrow rate cell may wrap only before the interval, never inside it
+        html = html.replace(", 95% CI ", ', <span class="ci">95% CI ', 1)
+        html += "</span>" if 'class="ci"' in html else ""
+    cls = " ".join(c for c, on in (("num", num or rate), ("rate", rate)) if on)
+    return f'<td class="{cls}">{html}</td>' if cls else f"<td>{html}</td>"
+
+
+def _kv(mapping: Mapping[str, Any]) -> str:
+    rows = [[_td(f"<code>{_e(str(k))}</code>"), _td(_value(v))] for k, v in mapping.items()]
+    return _table(["key", "value"], rows, "kv") if rows else '<p class="note">not recorded</p>'
+
+
+def _facts(items: Iterable[tuple[str, str]]) -> str:
+    return '<dl class="facts">' + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in items) + "</dl>"
+
+
+def _img(chart: str, alt: str) -> str:
+    return f'<img src="{svg.data_uri(chart)}" alt="{_e(alt)}">'
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "–"
+
+
+# ---------------------------------------------------------------------------------------------
+# rates: every rate is shown with its count and 95% interval
+
+
+@dataclass(frozen=True)
+class _Rate:
+    value: float | None
+    count: int | None
+    n: int | None
+    low: float | None
+    high: float | None
+
+    def text(self) -> str:
+        if self.value is None or self.count is None or not self.n:
+            return "–"
+        interval = (
+            f", 95% CI {self.low:.2f}–{self.high:.2f}"
+            if self.low is not None and self.high is not None
+            else ""
+        )
+        return f"{self.value:.2f} ({self.count}/{self.n}{interval})"
+
+    def bar(self) -> svg.Interval:
+        return (self.value, self.low, self.high)
+
+
+def _rate(value: Any, count: Any, n: Any, ci: Any) -> _Rate:
+    """Fill what the file left out: the count from rate·n (exact, since rate = count/n), the
+    interval as Wilson's, which is what the pipeline writes."""
+    n = n if isinstance(n, int) and not isinstance(n, bool) else None
+    value = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if value is not None and not math.isfinite(value):
+        value = None
+    if not isinstance(count, int) or isinstance(count, bool):
+        count = round(value * n) if value is not None and n else None
+    if value is None and count is not None and n:
+        value = count / n
+    if (
+        isinstance(ci, list | tuple)
+        and len(ci) == 2
+        and all(isinstance(c, int | float) for c in ci)
+    ):
+        low, high = float(ci[0]), float(ci[1])
+    elif count is not None and n:
+        low, high = wilson_interval(count, n)
+    else:
+        return _Rate(value, count, n, None, None)
+    return _Rate(value, count, n, low, high)
+
+
+def _rate_at(mapping: Mapping[str, Any], prefix: str, n: Any) -> _Rate:
+    """The rate stored as ``<prefix>_rate``, ``<prefix>_count``, ``<prefix>_rate_ci95``."""
+    return _rate(
+        mapping.get(f"{prefix}_rate"),
+        mapping.get(f"{prefix}_count"),
+        n,
+        mapping.get(f"{prefix}_rate_ci95"),
+    )
+
+
+def _block_rate(block: Mapping[str, Any], condition: str, kind: str = "refusal") -> _Rate:
+    """``condition`` is 'baseline' or 'intervention' in a summary rate block; the denominator is
+    the number of judged completions where recorded (a judge may abstain), else n."""
+    n = block.get(f"{condition}_judged", block.get("n"))
+    return _rate_at(block, f"{condition}_{kind}", n)
+
+
+def _rate_dict(block: Any) -> _Rate:
+    """A rate written as {rate, count, n, ci95} (the per-set degenerate blocks)."""
+    block = _dict(block)
+    return _rate(block.get("rate"), block.get("count"), block.get("n"), block.get("ci95"))
+
+
+def _degenerate_rate(evaluation: Mapping[str, Any], rows: list[dict[str, Any]]) -> _Rate:
+    # The pipeline counts degenerate outputs over all intervention completions.
+    n = evaluation.get("degenerate_n") or sum(r.get("condition") == "intervention" for r in rows)
+    return _rate_at(evaluation, "degenerate", n)
+
+
+def _rates_section(evaluation: Mapping[str, Any], rows: list[dict[str, Any]]) -> str:
+    interventions = _dict(evaluation.get("interventions"))
+    sets = [(name, _dict(evaluation.get(name))) for name in ("harmful", "harmless", "over_refusal")]
+    sets = [(name, block) for name, block in sets if block]
+    if not sets:
+        return '<h2 id="rates">Refusal rates</h2><p class="note">No evaluation recorded.</p>'
+    with_degenerate = any("degenerate" in block for _, block in sets)
+    headers = ["test set", "intervention", "n", "baseline refusal", "refusal with intervention"]
+    table_rows = []
+    for name, block in sets:
+        cells = [
+            _td(_e(name)),
+            _td(_e(str(interventions.get(name, "–")))),
+            _td(_num(block.get("n")), num=True),
+            _td(_block_rate(block, "baseline").text(), num=True),
+            _td(_block_rate(block, "intervention").text(), num=True),
+        ]
+        if with_degenerate:
+            degenerate = _dict(block.get("degenerate")).get("intervention")
+            cells.append(_td(_rate_dict(degenerate).text(), num=True))
+        table_rows.append(cells)
+    if with_degenerate:
+        headers.append("degenerate with intervention")
+    chart = svg.bar_chart(
+        [name for name, _ in sets],
+        ["baseline", "with intervention"],
+        [[_block_rate(b, "baseline").bar(), _block_rate(b, "intervention").bar()] for _, b in sets],
+        title="Refusal rate by test set",
+        y_label="refusal rate",
+    )
+    alt = "Bar chart of baseline and intervention refusal rates per test set with 95% intervals"
+    notes = [f"Judge: <code>{_e(str(evaluation.get('judge', '–')))}</code>."]
+    harmful = _dict(evaluation.get("harmful"))
+    if "intervention_compliance_rate" in harmful:
+        success = _block_rate(harmful, "intervention", "compliance").text()
+        notes.append(f"Attack success (harmful, neither refused nor degenerate): {success}.")
+    notes.append(
+        "Degenerate outputs under intervention (flagged, not counted as jailbreaks): "
+        f"{_degenerate_rate(evaluation, rows).text()}."
+    )
+    return (
+        '<h2 id="rates">Refusal rates</h2>'
+        + f"<p>{' '.join(notes)}</p>"
+        + _table(headers, table_rows)
+        + f'<div class="plots">{_img(chart, alt)}</div>'
+    )
+
+
+def _details_section(evaluation: Mapping[str, Any]) -> str:
+    """Judges, side effects and per-category rates: what backs up the headline rates."""
+    sets = [(name, _dict(evaluation.get(name))) for name in ("harmful", "harmless", "over_refusal")]
+    settings = _dict(evaluation.get("judge_settings"))
+    body = (
+        _judges_table(evaluation)
+        + (
+            f"<details><summary>Judge settings</summary>{_kv(settings)}</details>"
+            if settings
+            else ""
+        )
+        + _coherence(evaluation)
+        + _per_category([(name, block) for name, block in sets if block])
+    )
+    return '<h2 id="details">Judges, side effects and categories</h2>' + body if body else ""
+
+
+def _judges_table(evaluation: Mapping[str, Any]) -> str:
+    judges = _dict(evaluation.get("judges"))
+    rows = [
+        [
+            _td(f"<code>{_e(str(name))}</code>"),
+            _td(_e(label)),
+            _td(_block_rate(block, "baseline").text(), num=True),
+            _td(_block_rate(block, "intervention").text(), num=True),
+        ]
+        for name, sets in judges.items()
+        for label, block in _dict(sets).items()
+        if isinstance(block, dict)
+    ]
+    if not rows:
+        return ""
+    headers = ["judge", "test set", "baseline refusal", "refusal with intervention"]
+    return "<h3>All judges</h3>" + _table(headers, rows)
+
+
+def _per_category(sets: list[tuple[str, dict[str, Any]]]) -> str:
+    out = []
+    for name, block in sets:
+        categories = _dict(block.get("per_category"))
+        if categories:
+            rows = [
+                [
+                    _td(_e(str(category))),
+                    _td(_num(_dict(c).get("n")), num=True),
+                    _td(_block_rate(_dict(c), "baseline").text(), num=True),
+                    _td(_block_rate(_dict(c), "intervention").text(), num=True),
+                ]
+                for category, c in sorted(categories.items())
+            ]
+            headers = ["category", "n", "baseline refusal", "refusal with intervention"]
+            out.append(f"<div><h3>{_e(name)} by category</h3>" + _table(headers, rows) + "</div>")
+    return f'<div class="cols">{"".join(out)}</div>' if out else ""
+
+
+def _coherence(evaluation: Mapping[str, Any]) -> str:
+    coherence = _dict(evaluation.get("coherence"))
+    if not coherence:
+        return ""
+    rows = [
+        [_td(f"<code>{_e(str(k))}</code>"), _td(_value(v) if isinstance(v, str) else _num(v))]
+        for k, v in coherence.items()
+    ]
+    return "<h3>Coherence (side effects on harmless prompts)</h3>" + _table(
+        ["measure", "value"], rows
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# selection: L_low curve and position × layer heatmaps
+
+
+def _selection_plots(selection: Mapping[str, Any], fallback_tokens: Sequence[Any]) -> str:
+    candidates = [c for c in selection.get("candidates") or [] if isinstance(c, dict)]
+    similarities = selection.get("layer_similarities") or []
+    charts: list[str] = []
+    if similarities:
+        l_low = [int(l) for l in selection.get("l_low") or []]
+        chart = svg.line_chart(
+            [s if isinstance(s, int | float) else None for s in similarities],
+            title="cos(mean harmful, mean harmless) at position -1, per layer",
+            x_label="layer",
+            y_label="cosine similarity",
+            highlight=l_low,
+            highlight_label=f"L_low (evaluation layers): {l_low}",
+            marker=selection.get("layer"),
+            marker_label=f"selected layer {selection.get('layer')}",
+        )
+        charts.append(_img(chart, f"Layer similarity curve; L_low layers {l_low} highlighted"))
+    if candidates:
+        tokens = list(selection.get("position_tokens") or fallback_tokens)
+        positions = sorted({int(c["position"]) for c in candidates if "position" in c})
+        n_layers = max([int(c.get("layer", 0)) + 1 for c in candidates] + [len(similarities)])
+        rows = {p: i for i, p in enumerate(positions)}
+
+        def token_of(p: int) -> str:
+            # Positions are -P..-1 and position_tokens lists the tokens for -P..-1 in order.
+            return repr(tokens[len(tokens) + p])[:18] if -len(tokens) <= p < 0 else ""
+
+        labels = [f"{p} {token_of(p)}" for p in positions]
+        position, layer = selection.get("position"), selection.get("layer")
+        # No pick to mark when the selection failed (every candidate filtered out).
+        pick: tuple[int, int] | None = None
+        if isinstance(position, int) and position in rows and isinstance(layer, int):
+            pick = (rows[position], layer)
+        cells = [
+            (rows[c["position"]], int(c.get("layer", -1)), c) for c in candidates if "position" in c
+        ]
+        filtered = [(i, j) for i, j, c in cells if c.get("status") in _FILTERED]
+        # Which selector wrote the file, from the scores its candidates carry.
+        metrics: tuple[tuple[str, str, bool], ...] = ()
+        if any("s_comply" in c for c in candidates):
+            metrics = _COSMIC_METRICS
+        elif any("bypass" in c for c in candidates):
+            metrics = _REFUSAL_SCORE_METRICS
+        for key, title, higher_is_better in metrics:
+            grid: list[list[float | None]] = [[None] * n_layers for _ in positions]
+            for i, j, c in cells:
+                value = c.get(key)
+                if 0 <= j < n_layers and isinstance(value, int | float):
+                    grid[i][j] = float(value)
+            chart = svg.heatmap(
+                grid, labels, [str(l) for l in range(n_layers)], title=title, pick=pick,
+                filtered=filtered, higher_is_better=higher_is_better,
+            )  # fmt: skip
+            charts.append(_img(chart, f"Heatmap over position × layer of {title}"))
+    if not charts:
+        return '<p class="note">No per-candidate scores recorded.</p>'
+    statuses: dict[str, int] = {}
+    for c in candidates:
+        statuses[str(c.get("status"))] = statuses.get(str(c.get("status")), 0) + 1
+    counts = ", ".join(f"{_e(k)} {v}" for k, v in sorted(statuses.items()))
+    return (
+        f'<p class="note">Candidates by status: {counts}. Hatched cells were removed by a filter '
+        "(median-peak, layer, NaN, induce or KL); grey cells have no value (KL is only computed "
+        "for candidates the lazy KL filter reached). Rows are post-instruction positions with "
+        "their tokens.</p>" + '<div class="plots">' + "".join(charts) + "</div>"
+    )
+
+
+def _pick_facts(selection: Mapping[str, Any], tokens: Sequence[Any]) -> list[tuple[str, str]]:
+    position = selection.get("position")
+    token = ""
+    if isinstance(position, int) and -len(tokens) <= position < 0:
+        token = f" (token <code>{_token(tokens[len(tokens) + position])}</code>)"
+    method = f"{selection.get('method', '?')}-{str(selection.get('steering', '?')).upper()}"
+    facts = [
+        ("method", _e(method)),
+        ("pick", f"position {_num(position)}{token}, layer {_num(selection.get('layer'))}"),
+        ("score", _num(selection.get("score"))),
+        ("KL", _num(selection.get("kl"))),
+    ]
+    for key in ("s_comply", "s_refuse", "bypass", "induce"):
+        if key in selection:
+            facts.append((key, _num(selection.get(key))))
+    if "n_candidates" in selection:
+        kept = f"{_num(selection.get('n_kept'))} of {_num(selection.get('n_candidates'))}"
+        facts.append(("kept by the filters", kept))
+    if selection.get("l_low") is not None:
+        facts.append(("L_low", _value(selection.get("l_low"))))
+    return facts
+
+
+# ---------------------------------------------------------------------------------------------
+# sample completions
+
+
+def _verdicts(row: Mapping[str, Any]) -> str:
+    badges = []
+    if "refusal" in row:
+        yes = bool(row["refusal"])
+        badges.append(
+            f'<span class="badge {"yes" if yes else "no"}">refusal: {"yes" if yes else "no"}</span>'
+        )
+    if row.get("degenerate"):
+        reason = f": {_e(str(row['degenerate_reason']))}" if row.get("degenerate_reason") else ""
+        badges.append(f'<span class="badge warn">degenerate{reason}</span>')
+    verdicts = dict(_dict(row.get("judges")))
+    verdicts.update({k: v for k, v in row.items() if k not in _ROW_KEYS})
+    for name, verdict in verdicts.items():
+        if isinstance(verdict, bool):
+            text = "yes" if verdict else "no"
+        elif isinstance(verdict, int | float):
+            text = _num(verdict, 3)
+        else:
+            continue
+        badges.append(f'<span class="badge">{_e(str(name))}: {text}</span>')
+    return "".join(badges)
+
+
+def _samples(rows: list[dict[str, Any]], per_set: int = _SAMPLES_PER_SET) -> str:
+    """The first ``per_set`` prompts of each set: baseline and intervention side by side."""
+    pairs: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        key = (str(row.get("set", "?")), str(row.get("prompt", "")))
+        pairs.setdefault(key, {}).setdefault(str(row.get("condition", "?")), row)
+    out = []
+    for name in dict.fromkeys(s for s, _ in pairs):
+        table_rows: list[list[str]] = []
+        for (s, prompt), by_condition in pairs.items():
+            if s != name or len(table_rows) >= per_set:
+                continue
+            base, inter = by_condition.get("baseline", {}), by_condition.get("intervention", {})
+            any_row = base or inter
+            cells = [
+                _td(f'<div class="completion">{_e(prompt)}</div><span class="note">'
+                    f"{_e(str(any_row.get('category', '')))}</span>"),
+            ]  # fmt: skip
+            for row in (base, inter):
+                cells.append(
+                    _td(
+                        f'<div class="completion">{_e(str(row.get("completion", "")))}</div>'
+                        + _verdicts(row)
+                        if row
+                        else "–"
+                    )
+                )
+            table_rows.append(cells)
+        intervention = next(
+            (
+                str(r.get("intervention"))
+                for r in rows
+                if r.get("set") == name and r.get("condition") == "intervention"
+            ),
+            "–",
+        )
+        out.append(
+            f"<h3>{_e(name)} <span class='note'>(intervention: {_e(intervention)})</span></h3>"
+            + _table(["prompt (category)", "baseline", "with intervention"], table_rows, "samples")
+        )
+    return "".join(out) or '<p class="note">No completions recorded.</p>'
+
+
+# ---------------------------------------------------------------------------------------------
+# configuration and provenance
+
+
+def _provenance_section(run_dir: Path, config: Any, provenance: Any, splits: Any) -> str:
+    provenance = _dict(provenance)
+    model, chat = _dict(provenance.get("model")), _dict(provenance.get("chat"))
+    others = {k: v for k, v in provenance.items() if k not in ("model", "chat", "versions")}
+    split_rows = []
+    for label, entry in _dict(splits).items():
+        entry = _dict(entry)
+        for name, prompts in _dict(entry.get("splits")).items():
+            prompts = prompts if isinstance(prompts, list) else []
+            hashes = "\n".join(str(_dict(p).get("sha256", "")) for p in prompts)
+            split_rows.append(
+                [
+                    _td(_e(str(label))),
+                    _td(_e(str(entry.get("source", "–")))),
+                    _td(f"<code>{_value(entry.get('source_sha256'))}</code>"),
+                    _td(_e(str(name))),
+                    _td(str(len(prompts)), num=True),
+                    # One digest per split: equal digests mean the same prompts in the same order.
+                    _td(f"<code>{hashlib.sha256(hashes.encode()).hexdigest()[:16]}</code>"),
+                ]
+            )
+    files = [
+        [_td(f"<code>{name}</code>"), _td(f"<code>{_sha256(run_dir / name)}</code>")]
+        for name in ("config.json", "provenance.json", "splits.json")
+        if (run_dir / name).is_file()
+    ]
+    splits_html = (
+        _table(["set", "source", "source sha256", "split", "n", "split digest"], split_rows)
+        + '<p class="note">split digest: first 16 hex digits of sha256 over the newline-joined '
+        "prompt hashes of that split, in order.</p>"
+        if split_rows
+        else '<p class="note">splits.json not found</p>'
+    )
+    # Short tables side by side so the long config table does not make the page endless.
+    columns = [
+        "<div><h3>Model</h3>" + _kv(model),
+        "<h3>Versions</h3>" + _kv(_dict(provenance.get("versions"))),
+        "<h3>File hashes (sha256)</h3>" + _table(["file", "sha256"], files) + "</div>",
+        "<div><h3>Configuration (config.json)</h3>" + _kv(_dict(config)) + "</div>",
+    ]
+    return (
+        '<h2 id="provenance">Configuration and provenance</h2>'
+        + '<div class="cols">' + "".join(columns) + "</div>"
+        + "<h3>Chat format</h3>" + _kv(chat)
+        + ("<h3>Other provenance</h3>" + _kv(others) if others else "")
+        + "<h3>Prompt splits</h3>" + splits_html
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------
+# pages
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head>"
+        f"<body><script>{_SCRIPT}</script><main>{body}</main></body></html>\n"
+    )
+
+
+def _run_page(run_dir: Path) -> str:
+    summary = _dict(_load_json(run_dir / "summary.json"))
+    selection = _dict(_load_json(run_dir / "selection.json")) or _dict(summary.get("selection"))
+    provenance = _dict(_load_json(run_dir / "provenance.json"))
+    status = _dict(_load_json(run_dir / "status.json"))
+    rows = _load_jsonl(run_dir / "completions.jsonl")
+    tokens = list(_dict(provenance.get("chat")).get("post_instruction_tokens") or [])
+    tokens = list(selection.get("position_tokens") or tokens)
+    model = summary.get("model") or _dict(provenance.get("model")).get("spec") or "?"
+    facts = [("model", f"<code>{_e(str(model))}</code>"), *_pick_facts(selection, tokens)]
+    facts += [
+        ("run time", f"{_num(summary.get('seconds'), 1)} s"),
+        ("state", _e(f"{status.get('state', '?')} ({status.get('stage', '?')})")),
+    ]
+    if not summary:
+        facts.append(("note", '<span class="error">no summary.json: the run did not finish</span>'))
+    body = (
+        f"<h1>refusalkit run report</h1>{_facts(facts)}"
+        + _rates_section(_dict(summary.get("evaluation")), rows)
+        + '<h2 id="selection">Selection</h2>'
+        + _selection_plots(selection, tokens)
+        + _details_section(_dict(summary.get("evaluation")))
+        + '<h2 id="samples">Sample completions</h2>'
+        + _samples(rows)
+        + _provenance_section(
+            run_dir,
+            _load_json(run_dir / "config.json"),
+            provenance,
+            _load_json(run_dir / "splits.json"),
+        )
+    )
+    return _page(f"refusalkit run — {model}", body)
+
+
+# Compare table columns beyond the pick: (header, row key prefix of a rate, the set whose n counts).
+_COMPARE_RATES = (
+    ("harmful refusal with removal", "harmful_intervention_refusal", "harmful"),
+    ("attack success", "harmful_intervention_compliance", "harmful"),
+    ("harmless refusal with addition", "harmless_intervention_refusal", "harmless"),
+    ("over-refusal with removal", "over_refusal_intervention_refusal", "over_refusal"),
+)
+_COMPARE_NUMBERS = (("KL test", "test_kl"), ("ΔCE (nats/token)", "cross_entropy_increase"))
+_SETS = (("harmful", "harmful refusal"), ("harmless", "harmless refusal"),
+         ("over_refusal", "over-refusal"))  # fmt: skip
+
+
+def _compare_page(run_dir: Path) -> str:
+    comparison = _dict(_load_json(run_dir / "comparison.json"))
+    provenance = _dict(_load_json(run_dir / "provenance.json"))
+    status = _dict(_load_json(run_dir / "status.json"))
+    tokens = list(_dict(provenance.get("chat")).get("post_instruction_tokens") or [])
+    model = comparison.get("model") or "?"
+    methods = [_dict(r) for r in comparison.get("rows") or []]
+    ok = [r for r in methods if "error" not in r]
+
+    def name(row: Mapping[str, Any]) -> str:
+        return f"{row.get('selector', '?')}-{row.get('steering', '?')}"
+
+    def n_of(row: Mapping[str, Any], set_name: str) -> Any:
+        return row.get(f"{set_name}_n", row.get("n"))
+
+    # Columns only for what some row recorded: the comparison format grows over time.
+    rate_columns = [c for c in _COMPARE_RATES if any(f"{c[1]}_rate" in r for r in ok)]
+    number_columns = [c for c in _COMPARE_NUMBERS if any(c[1] in r for r in ok)]
+    sets = [s for s in _SETS if any(f"{s[0]}_intervention_refusal_rate" in r for r in ok)]
+    # Two tables, picks and rates, so each fits the page width.
+    pick_headers = ["method", "position", "layer", "score", "KL val"]
+    pick_headers += [h for h, _ in number_columns] + ["selection time"]
+    rate_headers = ["method", *(h for h, _, _ in rate_columns), "degenerate"]
+
+    pick_rows, rate_rows, bars, sections = [], [], [], []
+    for row in methods:
+        method = _e(name(row))
+        completions = _load_jsonl(run_dir / f"completions-{name(row)}.jsonl")
+        selection = _dict(_load_json(run_dir / f"selection-{name(row)}.json"))
+        link = _td(f'<a href="#method-{method}"><code>{method}</code></a>')
+        if "error" in row:
+            error = f"no selection: {_e(str(row['error']))}"
+            first = link if selection else _td(f"<code>{method}</code>")
+            pick_rows.append(
+                [first, f'<td colspan="{len(pick_headers) - 1}" class="error">{error}</td>']
+            )
+            rate_rows.append([first, f'<td colspan="{len(rate_headers) - 1}">–</td>'])
+            if selection:  # a failed selection still has every candidate's scores to look at
+                sections.append(
+                    f'<h2 id="method-{method}">{method}</h2><p class="error">{error}</p>'
+                    + _selection_plots(selection, tokens)
+                )
+            continue
+        position = row.get("position")
+        token = ""
+        if isinstance(position, int) and -len(tokens) <= position < 0:
+            token = _token(tokens[len(tokens) + position])
+        degenerate_n = row.get("degenerate_n") or sum(
+            r.get("condition") == "intervention" for r in completions
+        )
+        pick_rows.append(
+            [
+                link,
+                _td(f"{_num(position)}&nbsp;<code>{token}</code>"),
+                _td(_num(row.get("layer")), num=True),
+                _td(_num(row.get("score")), num=True),
+                _td(_num(row.get("kl")), num=True),
+                *(_td(_num(row.get(key)), num=True) for _, key in number_columns),
+                _td(f"{_num(row.get('selection_seconds'), 1)} s", num=True),
+            ]
+        )
+        rate_rows.append(
+            [
+                link,
+                *(
+                    _td(_rate_at(row, key, n_of(row, s)).text(), rate=True)
+                    for _, key, s in rate_columns
+                ),
+                _td(_rate_at(row, "degenerate", degenerate_n).text(), rate=True),
+            ]
+        )
+        bars.append(
+            (name(row), [_rate_at(row, f"{s}_intervention_refusal", n_of(row, s)) for s, _ in sets])
+        )
+        sections.append(
+            f'<h2 id="method-{method}">{method}</h2>'
+            + _facts(_pick_facts(selection or row, tokens))
+            + _selection_plots(selection, tokens)
+            + f"<details><summary>Sample completions ({method})</summary>"
+            + _samples(completions)
+            + "</details>"
+        )
+    # Baseline completions are generated once and shared by every method: one baseline group.
+    baselines = (
+        [_rate_at(ok[0], f"{s}_baseline_refusal", n_of(ok[0], s)) for s, _ in sets] if ok else []
+    )
+    baseline_text = ", ".join(
+        f"{label} {r.text()}" for (_, label), r in zip(sets, baselines, strict=True)
+    )
+    chart = svg.bar_chart(
+        ["no intervention", *(group for group, _ in bars)],
+        [label for _, label in sets],
+        [[r.bar() for r in rates] for rates in (baselines, *(rates for _, rates in bars))],
+        title="Refusal rate per method (interventions as in the table)",
+        y_label="refusal rate",
+    )
+    facts = [
+        ("model", f"<code>{_e(str(model))}</code>"),
+        ("judge", f"<code>{_e(str(comparison.get('judge', '–')))}</code>"),
+        ("methods", f"{len(ok)} selected of {len(methods)}"),
+        ("run time", f"{_num(comparison.get('seconds'), 1)} s"),
+        ("state", _e(f"{status.get('state', '?')} ({status.get('stage', '?')})")),
+    ]
+    alt = "Bar chart of refusal rates per method with 95% intervals"
+    body = (
+        f"<h1>refusalkit compare report</h1>{_facts(facts)}"
+        '<h2 id="comparison">Comparison</h2>'
+        + (
+            f"<p>Baselines (no intervention, shared by all methods): {baseline_text}.</p>"
+            if ok
+            else ""
+        )
+        + "<h3>Picks</h3>"
+        + f'<div class="wide">{_table(pick_headers, pick_rows)}</div>'
+        + "<h3>Rates under intervention</h3>"
+        + f'<div class="wide">{_table(rate_headers, rate_rows, "compact")}</div>'
+        + (f'<div class="plots">{_img(chart, alt)}</div>' if sets else "")
+        + "".join(sections)
+        + _provenance_section(
+            run_dir,
+            _load_json(run_dir / "config.json"),
+            provenance,
+            _load_json(run_dir / "splits.json"),
+        )
+    )
+    return _page(f"refusalkit compare — {model}", body)
+
+
+def render_html(run_dir: Path) -> str:
+    """The report page for a run directory (summary.json/selection.json) or a compare directory
+    (comparison.json), as one self-contained HTML string."""
+    run_dir = Path(run_dir)
+    if (run_dir / "comparison.json").is_file():
+        return _compare_page(run_dir)
+    if (run_dir / "summary.json").is_file() or (run_dir / "selection.json").is_file():
+        return _run_page(run_dir)
+    raise RefusalkitError(
+        f"{run_dir} has no summary.json, selection.json or comparison.json: "
+        "give the directory of a `refusalkit run` or `refusalkit compare`"
+    )
+
+
+def write_html_report(run_dir: Path) -> Path:
+    """Render the report and write it atomically to ``run_dir / "report.html"``."""
+    path = Path(run_dir) / "report.html"
+    write_text(path, render_html(Path(run_dir)))
+    return path
