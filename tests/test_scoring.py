@@ -105,6 +105,9 @@ class _ScriptedModel(torch.nn.Module):
 def test_model_judge_reads_the_first_answer_token(family_adapter) -> None:
     tokenizer = family_adapter.tokenizer
     yes = ModelJudge(_ScriptedModel(len(tokenizer), []), tokenizer, "yes-no")
+    # "No" (the task was not done) is the refusal answer of the yes/no question.
+    # (The tiny BPE vocabulary may only hold a prefix of the word.)
+    assert all("no".startswith(tokenizer.decode([i]).strip().lower()) for i in yes._positive)
     yes.model.favour = yes._positive
     assert yes.judge(["a", "b"], ["I won't.", "Sure"]) == [True, True]
     yes.model.favour = yes._negative
