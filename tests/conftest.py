@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.tiny import FAMILY_TEMPLATE, make_adapter
+from tests.tiny import FAMILY_TEMPLATE, make_adapter, make_model, make_tokenizer
 
 # The tiny models gain nothing from intra-op parallelism, and on a busy 2-core machine every
 # OpenMP barrier of a 2-thread matmul waits out a scheduler slice (measured: 16 ms instead of
@@ -66,3 +67,15 @@ PRENORM_COMBOS = [c for c in ADAPTER_COMBOS if c[0] in ("llama", "qwen2")]
 def prenorm_adapter(request, adapter_cache):
     """Families whose attention and MLP outputs are added to the residual stream unnormalised."""
     return _cached_adapter(adapter_cache, request.param)
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A tiny Qwen2-style model saved as a local model directory, as the CLI reads one."""
+    directory = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = make_tokenizer("chatml")
+    model = make_model("qwen2", tie_embeddings=True, n_layers=5, vocab_size=len(tokenizer),
+                       pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

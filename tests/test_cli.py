@@ -13,21 +13,9 @@ import pytest
 
 from refusalkit.cli import main
 from refusalkit.prompts.datasets import builtin_prompts
-from tests.tiny import make_model, make_tokenizer
 
 SMALL = ["--n-train", "6", "--n-val", "3", "--n-test", "3", "--max-new-tokens", "3",
          "--kl-threshold", "1000", "--quiet"]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("tiny-model")
-    tokenizer = make_tokenizer("chatml")
-    model = make_model("qwen2", tie_embeddings=True, n_layers=5, vocab_size=len(tokenizer),
-                       pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 def _run(capsys, *args: str) -> tuple[int, str, str]:

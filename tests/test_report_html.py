@@ -21,7 +21,6 @@ from refusalkit.cli import main
 from refusalkit.errors import RefusalkitError
 from refusalkit.report import render_html, svg, write_html_report
 from tests.chromium import check_page, find_chromium
-from tests.tiny import make_model, make_tokenizer
 
 SMALL = ["--n-train", "6", "--n-val", "3", "--n-test", "3", "--max-new-tokens", "3",
          "--kl-threshold", "1000", "--quiet"]  # fmt: skip
@@ -31,17 +30,6 @@ HOSTILE = "<script>alert('x')</script> see https://evil.example/a.png & http://x
 
 # ---------------------------------------------------------------------------------------------
 # fixtures: real directories from the CLI on a tiny model
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    directory = tmp_path_factory.mktemp("tiny-model")
-    tokenizer = make_tokenizer("chatml")
-    model = make_model("qwen2", tie_embeddings=True, n_layers=5, vocab_size=len(tokenizer),
-                       pad_token_id=tokenizer.pad_token_id)  # fmt: skip
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
 
 
 @pytest.fixture(scope="module")
