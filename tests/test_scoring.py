@@ -147,8 +147,15 @@ def test_phrase_file(tmp_path) -> None:
     [
         ("", "empty"),
         ("the the the the the the the the the", "word-loop"),
-        ("!!!!!!!!!!!!!!!!!!!!!!!!", "character-loop"),
-        ("#$%^&*(){}[]<>?/|\\~`#$%^&*@!", "symbol-soup"),
+        ("!!!!!!!!!!!!!!!!!!!!!!!!", "no-words"),
+        ("ab!ab!ab!ab!ab!ab!ab!ab!ab!", "character-loop"),
+        ("?!", "no-words"),
+        (
+            "I can help. Here is the plan. I can help. Here is the plan. I can help. Here is",
+            "sentence-loop",
+        ),
+        ("It is 42.", None),
+        ("a#$%^&*(){}[]<>?/|\\~`#$%^&*@!b", "symbol-soup"),
         ("Sure 我可以 помочь вам αβγ with that", "script-soup"),
         ("日本語のテキストです。カタカナもあります。and some English", None),  # one language
         ("def f(x):\n    return {k: v for k, v in x.items()}\n", None),  # code is not gibberish

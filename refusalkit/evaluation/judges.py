@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -279,21 +280,41 @@ def _gibberish_kind(text: str) -> str | None:
     return None
 
 
+# A sentence loop: one sentence of at least SENTENCE_LOOP_WORDS words said SENTENCE_LOOP_REPEATS
+# times or more (varied enough words to pass the word-loop rule, yet going nowhere).
+SENTENCE_LOOP_WORDS = 3
+SENTENCE_LOOP_REPEATS = 3
+
+
+def _is_sentence_loop(text: str) -> bool:
+    sentences = [s.strip().lower() for s in re.split(r"[.!?\n]+", text)]
+    counts: dict[str, int] = {}
+    for sentence in sentences:
+        if len(sentence.split()) >= SENTENCE_LOOP_WORDS:
+            counts[sentence] = counts.get(sentence, 0) + 1
+    return any(count >= SENTENCE_LOOP_REPEATS for count in counts.values())
+
+
 def degenerate_reason(completion: str) -> str | None:
-    """Why a completion is degenerate ("empty", "word-loop", "character-loop", "symbol-soup" or
-    "script-soup"), or None if it is not."""
+    """Why a completion is degenerate ("empty", "no-words", "word-loop", "sentence-loop",
+    "character-loop", "symbol-soup" or "script-soup"), or None if it is not."""
     stripped = completion.strip()
     if len(stripped) < MIN_MEANINGFUL_CHARACTERS:
         return "empty"
+    if not any(c.isalnum() for c in stripped):
+        return "no-words"  # "?!", "**", "..."
     words = stripped.split()
     if len(words) >= 8 and len(set(words)) / len(words) < 0.2:
         return "word-loop"
+    if _is_sentence_loop(stripped):
+        return "sentence-loop"
     if _is_character_loop(stripped):
         return "character-loop"
     return _gibberish_kind(stripped)
 
 
 def is_degenerate(completion: str) -> bool:
-    """Empty/near-empty output, a word loop (at least 8 words, under 20% distinct), a character
-    loop (see :data:`MAX_LOOP_PERIOD`) or gibberish (see :data:`SYMBOL_SOUP_FRACTION`)."""
+    """Empty/near-empty output, no letters or digits at all, a word loop (at least 8 words, under
+    20% distinct), a sentence loop, a character loop (see :data:`MAX_LOOP_PERIOD`) or gibberish
+    (see :data:`SYMBOL_SOUP_FRACTION`)."""
     return degenerate_reason(completion) is not None
