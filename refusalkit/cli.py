@@ -115,10 +115,11 @@ def _add_run_options(parser: argparse.ArgumentParser, *, choose_method: bool = T
     if choose_method:
         method.add_argument(
             "--selector",
-            choices=("cosmic", "refusal-score"),
+            choices=("cosmic", "refusal-score", "refusal-substring"),
             default="cosmic",
-            help="cosmic (activations only; default) or refusal-score (Arditi et al.: "
-            "refusal-token log-odds, for comparison)",
+            help="cosmic (activations only; default), refusal-score (Arditi et al.: "
+            "refusal-token log-odds, for comparison) or refusal-substring (its variant: "
+            "substring-judged refusal rate of short generations)",
         )
         method.add_argument(
             "--steering",
@@ -162,8 +163,9 @@ def _add_run_options(parser: argparse.ArgumentParser, *, choose_method: bool = T
         "--induce-threshold",
         type=_number,
         default=0.0,
-        help="refusal-score selector: drop candidates whose mean refusal score under addition "
-        "is below this (default %(default)s)",
+        help="output-based selectors: drop candidates whose mean refusal log-odds under addition "
+        "is below this; refusal-substring compares its refusal rate's log-odds "
+        "(default %(default)s, i.e. rate 0.5)",
     )
     method.add_argument(
         "--no-median-peak-filter",

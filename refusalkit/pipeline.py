@@ -60,10 +60,19 @@ from refusalkit.selection.engine import (
     removal,
 )
 from refusalkit.selection.filters import NothingSelected
-from refusalkit.selection.refusal_score import RefusalScoreSettings, refusal_tokens
+from refusalkit.selection.refusal_score import (
+    RefusalScoreOutcome,
+    RefusalScoreSettings,
+    refusal_tokens,
+)
+from refusalkit.selection.substring_score import SubstringScoreEngine, rate_threshold
 
-SELECTORS = ("cosmic", "refusal-score")
-METHODS = tuple((selector, steering) for selector in SELECTORS for steering in ("lce", "ace"))
+SELECTORS = ("cosmic", "refusal-score", "refusal-substring")
+# Tokens generated per validation prompt and candidate by the substring variant: enough for the
+# opening phrase a refusal starts with ("I'm sorry, but I can't"), short enough to stay affordable.
+SUBSTRING_SELECTION_TOKENS = 8
+# compare: the four methods of the COSMIC paper's table (the substring variant is run on request).
+METHODS = tuple((selector, steering) for selector in SELECTORS[:2] for steering in ("lce", "ace"))
 
 
 def cosmic_settings(config: RunConfig, steering: str | None = None) -> CosmicSettings:
@@ -263,14 +272,47 @@ def _cosmic_record(session: Session, steering: str) -> dict[str, Any]:
     }
 
 
-def _refusal_score_record(session: Session, steering: str) -> dict[str, Any]:
-    config = session.config
-    settings = RefusalScoreSettings(
+def _output_settings(config: RunConfig, steering: str) -> RefusalScoreSettings:
+    return RefusalScoreSettings(
         steering=steering,
         prune_layer_fraction=config.prune_layer_fraction,
         kl_threshold=config.kl_threshold,
         induce_threshold=config.induce_threshold,
     )
+
+
+def _output_based_record(
+    method: str,
+    steering: str,
+    outcome: RefusalScoreOutcome,
+    settings: RefusalScoreSettings,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The ``selection.json`` record of an output-based selector (log-odds or substring)."""
+    pick = outcome.selected
+    kept = ("selected", "kl", "not_needed")
+    ranked = sorted(outcome.records, key=lambda r: (r.status not in kept, _nan_last(r.bypass)))
+    return {
+        "method": method,
+        "steering": steering,
+        "position": pick.position,
+        "layer": pick.layer,
+        "score": pick.bypass,  # the criterion: refusal under removal (lower wins)
+        "bypass": pick.bypass,
+        "induce": pick.induce,
+        "kl": pick.kl,
+        "n_candidates": len(outcome.records),
+        "n_kept": sum(r.status in kept for r in outcome.records),
+        "n_kl_evaluated": sum(not math.isnan(r.kl) for r in outcome.records),
+        "settings": asdict(settings),
+        **extra,
+        "candidates": [r.as_dict() for r in outcome.records],
+        "ranking": [[r.position, r.layer] for r in ranked],
+    }
+
+
+def _refusal_score_record(session: Session, steering: str) -> dict[str, Any]:
+    settings = _output_settings(session.config, steering)
     tokens = refusal_tokens(session.adapter.tokenizer)
     engine = RefusalScoreEngine(
         session.adapter,
@@ -281,29 +323,34 @@ def _refusal_score_record(session: Session, steering: str) -> dict[str, Any]:
         session.batches("harmless", "val"),
     )
     outcome = engine.run()
-    pick = outcome.selected
-    ranked = sorted(
-        outcome.records,
-        key=lambda r: (r.status not in ("selected", "kl", "not_needed"), _nan_last(r.bypass)),
-    )
-    return {
-        "method": "refusal-score",
-        "steering": steering,
-        "position": pick.position,
-        "layer": pick.layer,
-        "score": pick.bypass,  # the criterion: mean refusal log-odds under removal (lower wins)
-        "bypass": pick.bypass,
-        "induce": pick.induce,
-        "kl": pick.kl,
-        "n_candidates": len(outcome.records),
-        "n_kept": sum(r.status in ("selected", "kl", "not_needed") for r in outcome.records),
-        "n_kl_evaluated": sum(not math.isnan(r.kl) for r in outcome.records),
+    extra = {
         "refusal_tokens": {"ids": list(tokens.ids), "strings": list(tokens.strings)},
-        "settings": asdict(settings),
         "work": _work(engine.work),
-        "candidates": [r.as_dict() for r in outcome.records],
-        "ranking": [[r.position, r.layer] for r in ranked],
     }
+    return _output_based_record("refusal-score", steering, outcome, settings, extra)
+
+
+def _refusal_substring_record(session: Session, steering: str) -> dict[str, Any]:
+    settings = _output_settings(session.config, steering)
+    engine = SubstringScoreEngine(
+        session.adapter,
+        session.chat,
+        session.candidates,
+        settings,
+        session.splits["harmful"].val,
+        session.splits["harmless"].val,
+        session.panel.substring,
+        max_new_tokens=SUBSTRING_SELECTION_TOKENS,
+        batch_size=session.config.batch_size,
+    )
+    outcome = engine.run()
+    extra = {
+        "scores": "substring-judged refusal rate of greedy generations",
+        "max_new_tokens": SUBSTRING_SELECTION_TOKENS,
+        "induce_rate_threshold": rate_threshold(settings.induce_threshold),
+        "work": {"generated_prompts": engine.generations},
+    }
+    return _output_based_record("refusal-substring", steering, outcome, settings, extra)
 
 
 def _work(counter: WorkCounter) -> dict[str, Any]:
@@ -326,8 +373,10 @@ def select_direction(session: Session, selector: str, steering: str) -> dict[str
         record = _cosmic_record(session, steering)
     elif selector == "refusal-score":
         record = _refusal_score_record(session, steering)
+    elif selector == "refusal-substring":
+        record = _refusal_substring_record(session, steering)
     else:
-        raise RefusalkitError(f"invalid selector '{selector}': use cosmic or refusal-score")
+        raise RefusalkitError(f"invalid selector '{selector}': use {', '.join(SELECTORS)}")
     record["position_tokens"] = session.chat.position_labels()
     record["seconds"] = round(time.time() - started, 1)
     return record
@@ -493,7 +542,7 @@ def _start(
     for steering in ("lce", "ace"):
         cosmic_settings(config, steering)
     if config.selector not in SELECTORS:
-        raise RefusalkitError(f"invalid selector '{config.selector}': use {' or '.join(SELECTORS)}")
+        raise RefusalkitError(f"invalid selector '{config.selector}': use {', '.join(SELECTORS)}")
     if config.judge not in JUDGES:
         raise RefusalkitError(f"invalid judge '{config.judge}': use {', '.join(JUDGES)}")
     if config.judge == "model" and not config.judge_model:

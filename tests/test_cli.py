@@ -255,3 +255,29 @@ def test_compare_reports_a_method_that_selects_nothing(model_dir, tmp_path, caps
     )  # fmt: skip
     assert code == 0, err
     assert json.loads((out / "selection-refusal-score-lce.json").read_text()) == stored
+
+
+def test_refusal_substring_selector(model_dir, tmp_path, capsys):
+    """The substring variant scores candidates by judged refusal rates of short generations."""
+    out = tmp_path / "sub"
+    code, stdout, err = _run(
+        capsys, "run", "--model", str(model_dir), *SMALL, "--selector", "refusal-substring",
+        "--induce-threshold", "-1000", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    record = json.loads((out / "selection.json").read_text())
+    assert record["method"] == "refusal-substring" and record["max_new_tokens"] == 8
+    assert record["induce_rate_threshold"] == pytest.approx(0.0)
+    scored = [c for c in record["candidates"] if c["status"] != "layer"]
+    assert all(0.0 <= c["bypass"] <= 1.0 and 0.0 <= c["induce"] <= 1.0 for c in scored)
+    # argmin bypass among the survivors; ties go to the earlier layer, then the earlier position.
+    best = min(scored, key=lambda c: (c["bypass"], c["layer"], c["position"]))
+    assert (record["position"], record["layer"]) == (best["position"], best["layer"])
+    assert record["work"]["generated_prompts"] == len(scored) * 2 * 3  # both classes, 3 val each
+    assert "refusal-substring" in stdout or "Refusal-substring" in stdout
+    # With the default threshold (log-odds 0, i.e. rate 0.5) a random tiny model induces nothing.
+    code, _, err = _run(
+        capsys, "run", "--model", str(model_dir), *SMALL, "--selector", "refusal-substring",
+        "--out", str(tmp_path / "sub-default"),
+    )  # fmt: skip
+    assert code == 2 and "induce" in err and "--induce-threshold" in err
