@@ -65,6 +65,108 @@ def encode_batches(
     return batches
 
 
+@dataclass
+class Chunk:
+    """Model inputs for several prompts, and where each prompt's last token sits.
+
+    Readings ``hidden[:, columns]`` of a chunk, flattened row-major over (row, column), belong to
+    the prompts ``order`` (indices into the prompt list). A padded chunk is an ``EncodedBatch``:
+    one prompt per row, last token in the last column. A packed chunk is one row holding the token
+    prefix every prompt shares once, then each prompt's remaining tokens, and a 4-D additive mask
+    under which a token sees the shared prefix and the earlier tokens of its own prompt only.
+    """
+
+    inputs: EncodedBatch
+    columns: list[int]
+    order: list[int]
+
+    @property
+    def n_prompts(self) -> int:
+        return len(self.order)
+
+    @property
+    def tokens(self) -> int:
+        """Token positions one forward computes (padding included)."""
+        return int(self.inputs.input_ids.numel())
+
+
+def padded_chunks(batches: Sequence[EncodedBatch]) -> list[Chunk]:
+    return [Chunk(b, [int(b.input_ids.shape[1]) - 1], list(b.order)) for b in batches]
+
+
+def _real_tokens(batches: Sequence[EncodedBatch]) -> list[tuple[int, list[int]]]:
+    """(prompt index, token ids without padding) for every row, in batch order."""
+    prompts = []
+    for batch in batches:
+        for row, index in enumerate(batch.order):
+            ids = batch.input_ids[row][batch.attention_mask[row].bool()]
+            prompts.append((index, [int(t) for t in ids]))
+    return prompts
+
+
+def shared_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """Length of the token prefix all sequences share, leaving each at least one own token (its
+    last token is where it is read)."""
+    shortest = min(len(s) for s in sequences)
+    length = 0
+    while length < shortest - 1 and all(s[length] == sequences[0][length] for s in sequences):
+        length += 1
+    return length
+
+
+def _packed_mask(lengths: Sequence[int], prefix: int, dtype: torch.dtype) -> torch.Tensor:
+    """``[1, 1, N, N]`` additive mask: causal, and a prompt's tokens see the shared prefix and
+    their own tokens only. Every row sees at least itself, so no softmax row is empty."""
+    own = torch.repeat_interleave(torch.arange(len(lengths)), torch.tensor(list(lengths)))
+    owner = torch.cat([torch.full((prefix,), -1), own])  # -1: the shared prefix
+    visible = (owner[:, None] == owner[None, :]) | (owner[None, :] == -1)
+    visible &= torch.ones(len(owner), len(owner), dtype=torch.bool).tril()
+    mask = torch.zeros(len(owner), len(owner), dtype=dtype)
+    return mask.masked_fill(~visible, torch.finfo(dtype).min)[None, None]
+
+
+def _pack(
+    prompts: Sequence[tuple[int, list[int]]], prefix: int, dtype: torch.dtype, device: torch.device
+) -> Chunk:
+    shared = prompts[0][1][:prefix]
+    rests = [ids[prefix:] for _, ids in prompts]
+    ids = shared + [t for rest in rests for t in rest]
+    # Position ids as in the padded layout: each prompt continues after the shared prefix.
+    positions = list(range(prefix))
+    for rest in rests:
+        positions += range(prefix, prefix + len(rest))
+    ends = torch.tensor([len(r) for r in rests]).cumsum(0) + prefix - 1
+    inputs = EncodedBatch(
+        torch.tensor([ids], dtype=torch.long, device=device),
+        _packed_mask([len(r) for r in rests], prefix, dtype).to(device),
+        torch.tensor([positions], dtype=torch.long, device=device),
+        [index for index, _ in prompts],
+    )
+    return Chunk(inputs, [int(e) for e in ends], [index for index, _ in prompts])
+
+
+def packed_chunks(
+    batches: Sequence[EncodedBatch], max_tokens: int, dtype: torch.dtype
+) -> list[Chunk]:
+    """The prompts of ``batches`` packed into rows of at most ``max_tokens`` tokens (at least one
+    prompt per row), sharing their common token prefix: no padding, and the chat template's
+    header is computed once per row instead of once per prompt. Attention cost grows with the row
+    length, hence the cap."""
+    prompts = _real_tokens(batches)
+    prefix = shared_prefix_length([ids for _, ids in prompts])
+    device = batches[0].input_ids.device
+    chunks, current, used = [], [], prefix
+    for index, ids in prompts:
+        own = len(ids) - prefix
+        if current and used + own > max_tokens:
+            chunks.append(_pack(current, prefix, dtype, device))
+            current, used = [], prefix
+        current.append((index, ids))
+        used += own
+    chunks.append(_pack(current, prefix, dtype, device))
+    return chunks
+
+
 class _StopForward(Exception):
     """Raised from a hook once every reading is taken, to skip the rest of the network."""
 
@@ -95,6 +197,7 @@ class _SkippedBlock(nn.Module):
 class ForwardOutput:
     readings: dict[int, torch.Tensor]  # layer -> [B, len(positions), d] float32 (or full sequence)
     last_logits: torch.Tensor | None  # [B, V] float32
+    column_logits: torch.Tensor | None = None  # [B, len(logit_columns), V] float32
 
 
 @contextmanager
@@ -117,9 +220,60 @@ def _hidden_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
     return args[0] if args else kwargs["hidden_states"]
 
 
-def call_model(model: nn.Module, batch: EncodedBatch, logits_to_keep: int = 1) -> Any:
+def _first_tensor(value: Any) -> torch.Tensor:
+    return value if isinstance(value, torch.Tensor) else value[0]
+
+
+def _mlp_at_columns(mlp: nn.Module, columns: torch.Tensor) -> list[Any]:
+    """Hooks that run ``mlp`` on the tokens at ``columns`` only and put zeros elsewhere.
+
+    Used on the last block a forward runs, whose output is read at a few tokens only (the next
+    block input at the prompts' last tokens, or the logits there): the MLP, most of a block's
+    compute, acts on each token alone, so the read tokens get exactly their values. Other tokens
+    get finite nonsense that nothing reads."""
+    width: list[int] = []
+
+    def before(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if args:
+            width.append(int(args[0].shape[1]))
+            return (args[0][:, columns], *args[1:]), kwargs
+        if len(kwargs) != 1:  # an MLP takes the hidden states and nothing else
+            return None
+        ((name, value),) = kwargs.items()
+        width.append(int(value.shape[1]))
+        return args, {name: value[:, columns]}
+
+    def after(_m: nn.Module, _args: Any, output: Any) -> Any:
+        if not width:
+            return None
+        taken = _first_tensor(output)
+        full = taken.new_zeros(taken.shape[0], width.pop(), *taken.shape[2:])
+        full[:, columns] = taken
+        return full if isinstance(output, torch.Tensor) else (full, *output[1:])
+
+    # prepend: other hooks on the MLP (interventions) then see the taken tokens only, which is
+    # the same as seeing all of them for the per-token transforms they apply.
+    return [
+        mlp.register_forward_pre_hook(before, with_kwargs=True, prepend=True),
+        mlp.register_forward_hook(after),
+    ]
+
+
+def _logits_at(logits: torch.Tensor, columns: torch.Tensor, width: int) -> torch.Tensor:
+    """Logits at ``columns``, whether the model kept only those (``logits_to_keep``) or all."""
+    if logits.shape[1] == len(columns):
+        return logits.float()
+    if logits.shape[1] != width:
+        raise RefusalkitError(f"unexpected logits shape {tuple(logits.shape)}")
+    return logits[:, columns].float()
+
+
+def call_model(
+    model: nn.Module, batch: EncodedBatch, logits_to_keep: int | torch.Tensor = 1
+) -> Any:
     """The model's forward on a left-padded batch, with logits for the last ``logits_to_keep``
-    positions (all positions for model classes that do not support it)."""
+    positions, or at the columns of a 1-D index tensor (all positions for model classes that do
+    not support it)."""
     inputs = {
         "input_ids": batch.input_ids,
         "attention_mask": batch.attention_mask,
@@ -145,12 +299,17 @@ def forward(
     logits: bool = False,
     start_layer: int = 0,
     start_states: torch.Tensor | None = None,
+    logit_columns: Sequence[int] | None = None,
+    sparse_last_block: bool = False,
 ) -> ForwardOutput:
     """One forward over ``batch`` under whatever interventions are active.
 
     ``positions=None`` keeps the full sequence. With ``start_states`` (the clean input of block
     ``start_layer`` for this batch) blocks before ``start_layer`` are skipped; this is exact when
-    no active intervention touches them.
+    no active intervention touches them. With ``logits`` and ``logit_columns`` the logits at those
+    columns come back as ``column_logits`` ``[B, len(columns), V]`` (packed rows hold several
+    prompts, so their last tokens are not all at the last column). ``sparse_last_block`` runs the
+    MLP of the last block computed only on the tokens read after it (see ``_mlp_at_columns``).
     """
     readings: dict[int, torch.Tensor] = {}
     handles = []
@@ -186,16 +345,37 @@ def forward(
         handles.append(
             adapter.layers[layer].register_forward_pre_hook(reader(layer), with_kwargs=True)
         )
-    last_logits = None
+    last_logits = column_logits = None
+    columns = (
+        None
+        if logit_columns is None
+        else torch.tensor(list(logit_columns), device=batch.input_ids.device)
+    )
+    if sparse_last_block:
+        if logits:
+            last_block = adapter.n_layers - 1
+            taken = (
+                columns
+                if columns is not None
+                else torch.tensor([-1], device=batch.input_ids.device)
+            )
+        else:
+            last_block = -1 if stop_layer is None or index is None else stop_layer - 1
+            taken = index
+        first_block = start_layer if start_states is not None else 0
+        if last_block >= first_block and taken is not None:
+            handles += _mlp_at_columns(adapter.mlp_modules[last_block], taken)
     try:
         with (
             torch.inference_mode(),
             _skip_blocks_before(adapter, start_layer if start_states is not None else 0),
         ):
             try:
-                output = call_model(adapter.model, batch)
-                if logits:
+                output = call_model(adapter.model, batch, 1 if columns is None else columns)
+                if logits and columns is None:
                     last_logits = output.logits[:, -1, :].float()
+                elif logits:
+                    column_logits = _logits_at(output.logits, columns, batch.input_ids.shape[1])
             except _StopForward:
                 pass
     finally:
@@ -208,4 +388,4 @@ def forward(
                 "try --dtype float32 "
                 "or a smaller intervention strength"
             )
-    return ForwardOutput(readings, last_logits)
+    return ForwardOutput(readings, last_logits, column_logits)

@@ -2,7 +2,9 @@
 
 Every candidate at every position and layer, every score, full forwards with no caching, no
 early stop and no skipped work, then the filters in the SPEC's order. Slow by design: it is only
-run on tiny models and in the benchmark.
+run on tiny models and in ``benchmarks/selection.py``, which imports this module (run from the
+repository root, or as a script: it puts the root on ``sys.path``). It depends on torch and
+refusalkit only, never on pytest, so it stays usable outside the test suite.
 """
 
 from __future__ import annotations
@@ -69,7 +71,15 @@ def _unit_mean(inputs: torch.Tensor, layers: Sequence[int], aggregation: str) ->
     return vector / vector.norm()
 
 
-def cosmic_oracle(
+@dataclass
+class OracleScores:
+    s_comply: torch.Tensor  # [P, L]
+    s_refuse: torch.Tensor
+    kl: torch.Tensor
+    prompt_forwards: int  # each a full forward with logits at every position
+
+
+def cosmic_oracle_scores(
     adapter: ModelAdapter,
     candidates: CandidateSet,
     l_low: Sequence[int],
@@ -78,9 +88,8 @@ def cosmic_oracle(
     *,
     steering: str,
     aggregation: str = "mean",
-    prune_layer_fraction: float = 0.2,
-    kl_threshold: float = 0.1,
-) -> OracleResult:
+) -> OracleScores:
+    """S_comply, S_refuse and KL of every candidate (SPEC §3.2-3), three full forwards each."""
     n_pos, n_layers = candidates.n_positions, candidates.n_layers
     harmful_clean, _ = _last_token_inputs(adapter, harmful_val)
     harmless_clean, harmless_logprobs = _last_token_inputs(adapter, harmless_val)
@@ -112,7 +121,15 @@ def cosmic_oracle(
                 (p_clean * (harmless_logprobs - harmless_removed_logprobs)).sum(-1).double().mean()
             )
             forwards += n_harmful + 2 * n_harmless
-    # Filters in SPEC order: median peak (position -1), layer, KL, NaN; then argmax.
+    return OracleScores(s_comply, s_refuse, kl, forwards)
+
+
+def cosmic_oracle_pick(
+    scores: OracleScores, *, prune_layer_fraction: float = 0.2, kl_threshold: float = 0.1
+) -> tuple[int, int]:
+    """Filters in SPEC order (median peak for position -1, layer, KL, NaN), then the argmax."""
+    s_comply, s_refuse = scores.s_comply, scores.s_refuse
+    n_pos, n_layers = s_comply.shape
     keep = torch.ones(n_pos, n_layers, dtype=torch.bool)
     if n_pos > 1:
 
@@ -125,12 +142,59 @@ def cosmic_oracle(
             if layer > m_abl and layer > m_add:
                 keep[-1, layer] = False
     keep[:, math.floor((1 - prune_layer_fraction) * n_layers + 1e-9) :] = False
-    keep &= kl <= kl_threshold
+    keep &= scores.kl <= kl_threshold
     score = s_comply + s_refuse
     keep &= ~torch.isnan(score)
     masked = torch.where(keep, score, torch.tensor(-math.inf, dtype=torch.float64))
     flat = int(masked.argmax())
-    return OracleResult(flat // n_layers - n_pos, flat % n_layers, s_comply, s_refuse, kl, forwards)
+    return flat // n_layers - n_pos, flat % n_layers
+
+
+def cosmic_oracle(
+    adapter: ModelAdapter,
+    candidates: CandidateSet,
+    l_low: Sequence[int],
+    harmful_val: Sequence[EncodedBatch],
+    harmless_val: Sequence[EncodedBatch],
+    *,
+    steering: str,
+    aggregation: str = "mean",
+    prune_layer_fraction: float = 0.2,
+    kl_threshold: float = 0.1,
+) -> OracleResult:
+    scores = cosmic_oracle_scores(
+        adapter, candidates, l_low, harmful_val, harmless_val,
+        steering=steering, aggregation=aggregation,
+    )  # fmt: skip
+    position, layer = cosmic_oracle_pick(
+        scores, prune_layer_fraction=prune_layer_fraction, kl_threshold=kl_threshold
+    )
+    return OracleResult(
+        position, layer, scores.s_comply, scores.s_refuse, scores.kl, scores.prompt_forwards
+    )
+
+
+def l_low_oracle(
+    adapter: ModelAdapter,
+    harmful_train: Sequence[EncodedBatch],
+    harmless_train: Sequence[EncodedBatch],
+    *,
+    fraction: float = 0.1,
+    second_half: bool = False,
+) -> tuple[tuple[int, ...], int]:
+    """``L_low`` (SPEC §3.1) from its own full forwards over the train prompts, as the reference
+    code does (the candidates' forwards already hold the same means); returns the layers and the
+    prompt-forwards spent."""
+    harmful, _ = _last_token_inputs(adapter, harmful_train)
+    harmless, _ = _last_token_inputs(adapter, harmless_train)
+    a, b = harmful.mean(1), harmless.mean(1)  # [L, d] float64
+    similarity = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
+    n_layers = adapter.n_layers
+    pool = range(n_layers // 2, n_layers) if second_half else range(n_layers)
+    wanted = max(1, math.floor(fraction * n_layers + 1e-9))
+    chosen = sorted(pool, key=lambda l: (float(similarity[l]), l))[:wanted]
+    forwards = sum(x.size for x in harmful_train) + sum(x.size for x in harmless_train)
+    return tuple(sorted(chosen)), forwards
 
 
 @dataclass
@@ -181,10 +245,28 @@ def refusal_score_oracle(
             bypass[p, layer] = log_odds(harmful_removed).mean()
             induce[p, layer] = log_odds(harmless_added).mean()
             kl[p, layer] = (clean.exp() * (clean - harmless_removed)).sum(-1).double().mean()
+    result = RefusalScoreOracleResult(0, 0, bypass, induce, kl)
+    return refusal_score_oracle_pick(
+        result, prune_layer_fraction=prune_layer_fraction, kl_threshold=kl_threshold,
+        induce_threshold=induce_threshold,
+    )  # fmt: skip
+
+
+def refusal_score_oracle_pick(
+    scores: RefusalScoreOracleResult,
+    *,
+    prune_layer_fraction: float = 0.2,
+    kl_threshold: float = 0.1,
+    induce_threshold: float = 0.0,
+) -> RefusalScoreOracleResult:
+    """SPEC §4's filters (layer, KL, induce) and ``argmin bypass`` over computed scores."""
+    n_pos, n_layers = scores.bypass.shape
     keep = torch.ones(n_pos, n_layers, dtype=torch.bool)
     keep[:, math.floor((1 - prune_layer_fraction) * n_layers + 1e-9) :] = False
-    keep &= kl <= kl_threshold
-    keep &= induce >= induce_threshold
-    masked = torch.where(keep, bypass, torch.tensor(math.inf, dtype=torch.float64))
+    keep &= scores.kl <= kl_threshold
+    keep &= scores.induce >= induce_threshold
+    masked = torch.where(keep, scores.bypass, torch.tensor(math.inf, dtype=torch.float64))
     flat = int(masked.argmin())
-    return RefusalScoreOracleResult(flat // n_layers - n_pos, flat % n_layers, bypass, induce, kl)
+    return RefusalScoreOracleResult(
+        flat // n_layers - n_pos, flat % n_layers, scores.bypass, scores.induce, scores.kl
+    )

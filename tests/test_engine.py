@@ -7,15 +7,31 @@ import math
 import pytest
 import torch
 
-from refusalkit.activations import encode_batches
+from refusalkit.activations import (
+    encode_batches,
+    forward,
+    packed_chunks,
+    padded_chunks,
+    shared_prefix_length,
+)
 from refusalkit.directions import compute_candidates
 from refusalkit.errors import RefusalkitError
 from refusalkit.prompts.chat import build_chat_format
-from refusalkit.prompts.datasets import builtin_prompts, split_prompts
-from refusalkit.selection.cosmic import CosmicSettings, EvaluationLayers
-from refusalkit.selection.engine import CosmicEngine, RefusalScoreEngine
+from refusalkit.prompts.datasets import Prompt, builtin_prompts, split_prompts
+from refusalkit.selection.cosmic import CosmicSettings, EvaluationLayers, cosine
+from refusalkit.selection.engine import (
+    CosmicEngine,
+    EngineOptions,
+    RefusalScoreEngine,
+    identity_candidates,
+)
 from refusalkit.selection.refusal_score import RefusalScoreSettings, RefusalTokens, refusal_tokens
-from tests.oracle import cosmic_oracle, refusal_score_oracle
+from tests.oracle import (
+    cosmic_oracle_pick,
+    cosmic_oracle_scores,
+    refusal_score_oracle,
+    refusal_score_oracle_pick,
+)
 from tests.tiny import make_adapter
 
 N_LAYERS = 6
@@ -39,27 +55,52 @@ def setup(request):
     return adapter, candidates, batches(h.val), batches(b.val)
 
 
+# Every way the engine can spend compute must give the oracle's answer: the defaults (candidates
+# batched into one forward, prompts packed where the model allows it), one candidate per padded
+# forward (no batching, no packing), and small packed rows and budgets (several rows per class,
+# several candidate groups per start layer).
+OPTIONS = {
+    "default": EngineOptions(),
+    "one-per-forward": EngineOptions(tokens_per_forward=0, pack_prompts=False),
+    "small-rows": EngineOptions(tokens_per_forward=300, packed_row_tokens=90),
+}
+
+
+@pytest.fixture(scope="module")
+def oracle_scores(setup):
+    """The oracle's scores for every candidate, computed once per (steering, L_low)."""
+    adapter, candidates, harmful_val, harmless_val = setup
+    cache = {}
+
+    def scores(steering, l_low):
+        if (steering, l_low) not in cache:
+            cache[(steering, l_low)] = cosmic_oracle_scores(
+                adapter, candidates, l_low, harmful_val, harmless_val, steering=steering
+            )
+        return cache[(steering, l_low)]
+
+    return scores
+
+
+@pytest.mark.parametrize("options", list(OPTIONS.values()), ids=list(OPTIONS))
 @pytest.mark.parametrize("steering", ["lce", "ace"])
 @pytest.mark.parametrize("l_low", [(3, 4), (1, 2), (5,)])
-def test_engine_matches_oracle(setup, steering, l_low):
+def test_engine_matches_oracle(setup, oracle_scores, steering, l_low, options):
     adapter, candidates, harmful_val, harmless_val = setup
-    oracle = cosmic_oracle(
-        adapter, candidates, l_low, harmful_val, harmless_val, steering=steering, kl_threshold=1e9
-    )
+    oracle = oracle_scores(steering, l_low)
     # A threshold that rejects the best-scoring candidates exercises the lazy KL order.
     cutoff = math.floor(0.8 * N_LAYERS)
     allowed = oracle.kl[:, :cutoff].flatten().sort().values
     threshold = float(allowed[len(allowed) // 2 - 1 : len(allowed) // 2 + 1].mean())
-    oracle = cosmic_oracle(
-        adapter, candidates, l_low, harmful_val, harmless_val, steering=steering,
-        kl_threshold=threshold,
-    )  # fmt: skip
+    pick = cosmic_oracle_pick(oracle, kl_threshold=threshold)
     settings = CosmicSettings(steering=steering, kl_threshold=threshold)
     layers = EvaluationLayers(l_low, tuple(0.0 for _ in range(N_LAYERS)), "test")
-    engine = CosmicEngine(adapter, candidates, layers, settings, harmful_val, harmless_val)
+    engine = CosmicEngine(
+        adapter, candidates, layers, settings, harmful_val, harmless_val, options=options
+    )
     outcome = engine.run()
 
-    assert (outcome.selected.position, outcome.selected.layer) == (oracle.position, oracle.layer)
+    assert (outcome.selected.position, outcome.selected.layer) == pick
     for record in outcome.records:
         p, l = record.position, record.layer
         if math.isnan(record.s_comply):  # only what the layer filter drops may go unscored
@@ -73,6 +114,24 @@ def test_engine_matches_oracle(setup, steering, l_low):
     # The engine does strictly less work than the oracle's full forwards.
     oracle_blocks = oracle.prompt_forwards * N_LAYERS
     assert engine.work.block_forwards < oracle_blocks
+    packs = options.pack_prompts and adapter.name.split("-")[1] != "gemma2"
+    assert engine.forwards.layout == ("packed" if packs else "padded")
+
+
+def test_batching_and_packing_cut_forwards_and_tokens(setup):
+    adapter, candidates, harmful_val, harmless_val = setup
+    layers = EvaluationLayers((3, 4), tuple(0.0 for _ in range(N_LAYERS)), "test")
+    settings = CosmicSettings(kl_threshold=1e9)
+    work = {}
+    for name in ("default", "one-per-forward"):
+        engine = CosmicEngine(
+            adapter, candidates, layers, settings, harmful_val, harmless_val, OPTIONS[name]
+        )
+        engine.run()
+        work[name] = engine.work
+    assert work["default"].forwards < work["one-per-forward"].forwards / 3
+    if adapter.name.split("-")[1] != "gemma2":  # its 6-token sliding window forbids packing
+        assert work["default"].token_blocks < work["one-per-forward"].token_blocks
 
 
 def test_every_candidate_filtered_names_the_filter(setup):
@@ -100,33 +159,38 @@ def test_refusal_score_engine_matches_oracle(setup, steering):
     adapter, candidates, harmful_val, harmless_val = setup
     # Random tiny models have no refusal tokens of their own: use a few frequent ids as R.
     tokens = RefusalTokens((5, 17, 40), ("a", "b", "c"), ("test",))
-    oracle = refusal_score_oracle(
+    scores = refusal_score_oracle(
         adapter, candidates, tokens.ids, harmful_val, harmless_val, steering=steering,
         kl_threshold=1e9, induce_threshold=-1e9,
     )  # fmt: skip
     cutoff = math.floor(0.8 * N_LAYERS)
     # Thresholds halfway between two observed values, so float noise cannot flip a decision.
-    induces = oracle.induce[:, :cutoff].flatten().sort().values
+    induces = scores.induce[:, :cutoff].flatten().sort().values
     induce_threshold = float(induces[len(induces) // 2 - 1 : len(induces) // 2 + 1].mean())
-    kls = oracle.kl[:, :cutoff].flatten().sort().values
+    kls = scores.kl[:, :cutoff].flatten().sort().values
     kl_threshold = float(kls[-4:-2].mean())
-    oracle = refusal_score_oracle(
-        adapter, candidates, tokens.ids, harmful_val, harmless_val, steering=steering,
-        kl_threshold=kl_threshold, induce_threshold=induce_threshold,
-    )  # fmt: skip
+    oracle = refusal_score_oracle_pick(
+        scores, kl_threshold=kl_threshold, induce_threshold=induce_threshold
+    )
     settings = RefusalScoreSettings(
         steering=steering, kl_threshold=kl_threshold, induce_threshold=induce_threshold
     )
-    engine = RefusalScoreEngine(adapter, candidates, settings, tokens, harmful_val, harmless_val)
-    outcome = engine.run()
-    assert (outcome.selected.position, outcome.selected.layer) == (oracle.position, oracle.layer)
-    for record in outcome.records:
-        p, l = record.position, record.layer
-        if l >= cutoff:
-            assert record.status == "layer" and math.isnan(record.bypass)
-            continue
-        assert record.bypass == pytest.approx(float(oracle.bypass[p, l]), abs=1e-5)
-        assert record.induce == pytest.approx(float(oracle.induce[p, l]), abs=1e-5)
+    for options in (OPTIONS["default"], OPTIONS["one-per-forward"]):
+        engine = RefusalScoreEngine(
+            adapter, candidates, settings, tokens, harmful_val, harmless_val, options
+        )
+        outcome = engine.run()
+        selected = (outcome.selected.position, outcome.selected.layer)
+        assert selected == (oracle.position, oracle.layer)
+        for record in outcome.records:
+            p, l = record.position, record.layer
+            if l >= cutoff:
+                assert record.status == "layer" and math.isnan(record.bypass)
+                continue
+            assert record.bypass == pytest.approx(float(oracle.bypass[p, l]), abs=1e-5)
+            assert record.induce == pytest.approx(float(oracle.induce[p, l]), abs=1e-5)
+            if not math.isnan(record.kl):
+                assert record.kl == pytest.approx(float(oracle.kl[p, l]), rel=1e-4, abs=1e-6)
 
 
 def test_refusal_tokens_are_derived_from_the_tokenizer(setup):
@@ -136,3 +200,53 @@ def test_refusal_tokens_are_derived_from_the_tokenizer(setup):
     for phrase in tokens.phrases:
         first = adapter.tokenizer(phrase, add_special_tokens=False)["input_ids"][0]
         assert first in tokens.ids
+
+
+def test_shared_prefix_leaves_every_prompt_its_last_token():
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 9]]) == 2
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # one is a prefix of the other
+    assert shared_prefix_length([[7], [7, 8]]) == 0
+    assert shared_prefix_length([[1, 2], [3, 4]]) == 0
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+def test_packed_rows_give_the_padded_activations(family):
+    adapter = make_adapter(family, n_layers=3)
+    chat = build_chat_format(adapter.tokenizer)
+    harmful, _ = builtin_prompts("harmful")
+    prompts = [*harmful[:6], Prompt("x")]
+    batches = encode_batches(chat, prompts, 3, adapter.device)
+    packed = packed_chunks(batches, 120, adapter.dtype)
+    assert len(packed) > 1 and all(c.inputs.input_ids.shape[0] == 1 for c in packed)
+    assert sorted(i for c in packed for i in c.order) == list(range(len(prompts)))
+
+    def last_tokens(chunks):
+        readings = {}
+        for chunk in chunks:
+            out = forward(
+                adapter, chunk.inputs, read_layers=[1, 2], positions=chunk.columns,
+                logits=True, logit_columns=chunk.columns,
+            )  # fmt: skip
+            hidden = out.readings[2].reshape(-1, adapter.hidden_size)
+            logits = out.column_logits.reshape(chunk.n_prompts, -1)
+            for row, index in enumerate(chunk.order):
+                readings[index] = torch.cat([hidden[row], logits[row]])
+        return torch.stack([readings[i] for i in range(len(prompts))])
+
+    torch.testing.assert_close(
+        last_tokens(packed), last_tokens(padded_chunks(batches)), rtol=1e-4, atol=1e-4
+    )
+
+
+def test_zero_directions_are_scored_from_the_clean_pass(setup):
+    """Layer 0 at the post-instruction tokens reads the same embedding for every prompt, so its
+    direction is exactly zero: its interventions are identities and its scores the clean ones."""
+    adapter, candidates, harmful_val, harmless_val = setup
+    identity = identity_candidates(candidates)
+    assert identity[:, 0].all() and not identity[:, 1:].any()
+    layers = EvaluationLayers((3, 4), tuple(0.0 for _ in range(N_LAYERS)), "test")
+    engine = CosmicEngine(adapter, candidates, layers, CosmicSettings(), harmful_val, harmless_val)
+    s_comply, s_refuse = engine.score_all()
+    clean = cosine(engine.harmful_baseline, engine.harmless_baseline)
+    assert (s_comply[:, 0] == clean).all() and (s_refuse[:, 0] == clean).all()
+    assert engine.kl(-1, 0) == 0.0

@@ -1,35 +1,57 @@
 """The model-facing part of COSMIC: the forwards that produce S_comply, S_refuse and KL.
 
-Work is limited to what the answer needs (SPEC §10), and every shortcut is exact:
+Work is limited to what the answer needs (SPEC §10), and every shortcut is exact up to float noise
+(``tests/test_engine.py`` checks each against the straightforward ``tests/oracle.py``):
+
 - candidates at layers the layer filter drops are not scored, except at the positions the
   median-peak filter reads (positions other than -1, whose peak layers are taken over all layers);
 - KL is computed lazily, in descending score order, only until a candidate passes;
-- forwards that only read ``L_low`` stop after the last ``L_low`` layer; KL forwards compute
-  logits at the last position only;
-- single-layer interventions at layer ``l`` (activation addition, ACE) start from the cached
-  clean input of block ``l``, and when ``l`` is after every ``L_low`` layer they cannot change
-  the readings at all, so the clean readings are used without a forward.
-The straightforward computation lives in ``tests/oracle.py`` and the tests check both agree.
+- forwards that only read ``L_low`` stop at the last ``L_low`` layer; forwards that need logits
+  compute them at each prompt's last token only;
+- single-layer interventions at layer ``l`` (activation addition, ACE) start from the cached clean
+  input of block ``l``, and when ``l`` is after every ``L_low`` layer they cannot change the
+  readings at all, so the clean readings are used without a forward;
+- several candidates share one forward: the validation prompts are repeated once per candidate
+  and each copy gets its own direction (``RowEdits``), so the per-forward overheads and small
+  matrix products of a 16-prompt validation set are paid once for many candidates;
+- prompts are packed (``activations.packed_chunks``): no padding, and the token prefix all prompts
+  share (the chat template's header) is computed once per row. The packed layout is used only
+  when the clean pass gives the same activations as the padded one (models with a short sliding
+  window, for example, fail that check and keep padding);
+- the last block a forward runs computes its MLP only at the tokens read afterwards (the prompts'
+  last tokens), since nothing reads the others (``forward(..., sparse_last_block=True)``);
+- candidates whose direction is exactly zero (layer 0 at the post-instruction tokens: the same
+  token embedding for every prompt) make identity interventions: they get the clean scores
+  without a forward, which also keeps their exact ties with the clean readings.
+
+On CPU a forward is compute-bound, so the wall time follows the token-block count
+(``WorkCounter.token_blocks``); ``benchmarks/selection.py`` measures the shortcuts.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+from tqdm.auto import tqdm
 
-from refusalkit.activations import EncodedBatch, forward
+from refusalkit.activations import Chunk, EncodedBatch, forward, packed_chunks, padded_chunks
 from refusalkit.directions import CandidateSet
 from refusalkit.interventions import (
     ActivationAddition,
     AffineEdit,
     DirectionalAblation,
+    HookSpec,
     Intervention,
-    applied,
+    block_input_hook,
+    module_output_hook,
+    register,
+    unit,
 )
-from refusalkit.models.adapter import ModelAdapter
+from refusalkit.models.adapter import ModelAdapter, text_config
 from refusalkit.progress import bar
 from refusalkit.selection.cosmic import (
     CosmicSettings,
@@ -47,28 +69,46 @@ from refusalkit.selection.refusal_score import (
     select_by_refusal_score,
 )
 
+Candidate = tuple[int, int]  # (position, layer)
 
-@dataclass
-class CleanPass:
-    """What one clean pass over a validation class provides."""
 
-    batches: list[EncodedBatch]
-    block_inputs: list[dict[int, torch.Tensor]]  # per batch: layer -> [B, T, d] clean block input
-    l_low_means: torch.Tensor  # [|L_low|, d] float64, mean over prompts at position -1
-    last_logprobs: list[torch.Tensor] | None  # per batch [B, V] float32 (harmless only)
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the engine spends compute. None of these change a result beyond float noise."""
+
+    # Candidates batched into one forward, as many as fit this many token positions (one copy of
+    # the validation prompts per candidate); 0 runs one candidate per forward.
+    tokens_per_forward: int = 4096
+    # Pack prompts (no padding, shared prefix once) when the model gives the same clean
+    # activations that way; rows are capped because attention cost grows with the row length.
+    pack_prompts: bool = True
+    packed_row_tokens: int = 512
+    # The last block a forward runs computes its MLP only at the tokens read afterwards.
+    sparse_last_block: bool = True
 
 
 @dataclass
 class WorkCounter:
-    """Machine-independent cost: prompts × blocks actually run (a full prompt-forward = L)."""
+    """Machine-independent cost. A prompt-forward is one prompt through some blocks;
+    ``block_forwards`` = prompts × blocks run (a full prompt-forward is L) and ``token_blocks`` =
+    token positions × blocks run (padding included, a shared prefix counted once per row): the
+    quantity CPU wall time follows."""
 
     block_forwards: int = 0
     prompt_forwards: int = 0
+    token_blocks: int = 0
+    logit_tokens: int = 0  # tokens projected onto the vocabulary
+    forwards: int = 0  # model calls
     per_kind: dict[str, int] = field(default_factory=dict)
 
-    def add(self, kind: str, prompts: int, blocks: int) -> None:
+    def add(
+        self, kind: str, prompts: int, blocks: int, tokens: int = 0, logits: bool = False
+    ) -> None:
         self.block_forwards += prompts * blocks
         self.prompt_forwards += prompts
+        self.token_blocks += tokens * blocks
+        self.logit_tokens += prompts if logits else 0
+        self.forwards += 1
         self.per_kind[kind] = self.per_kind.get(kind, 0) + prompts * blocks
 
 
@@ -92,12 +132,182 @@ def first_touched_layer(intervention: Intervention) -> int:
     return 0 if isinstance(intervention, DirectionalAblation) else intervention.layer
 
 
+# -- one intervention per batch row group ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RowEdits:
+    """One intervention per candidate, each on its own copy of the prompts: copy ``c`` is rows
+    ``c·R .. (c+1)·R − 1`` of a batch that repeats ``R`` rows ``copies`` times.
+
+    ``kind`` "ablation": ``v − (v·û)û`` at every block input and attention/MLP output (LCE removal);
+    "addition": ``v + shift`` at the input of block ``layer``; "affine": ``v − (v·û)û + shift``
+    there (ACE, shift = ``(μ⁻·û)û + α·r``). Same float32 formulas as ``refusalkit.interventions``.
+    """
+
+    kind: str
+    layer: int
+    units: torch.Tensor | None  # [copies, d] float32
+    shifts: torch.Tensor | None  # [copies, d] float32
+
+    @property
+    def copies(self) -> int:
+        vectors = self.units if self.units is not None else self.shifts
+        assert vectors is not None
+        return int(vectors.shape[0])
+
+    @property
+    def first_layer(self) -> int:
+        return 0 if self.kind == "ablation" else self.layer
+
+    def transform(self, values: torch.Tensor) -> torch.Tensor:
+        v = values.float().reshape(self.copies, -1, values.shape[-1])
+        if self.units is not None:
+            units = self.units.to(v.device)
+            v = v - torch.bmm(v, units.unsqueeze(-1)) * units.unsqueeze(1)
+        if self.shifts is not None:
+            v = v + self.shifts.to(v.device).unsqueeze(1)
+        return v.reshape(values.shape).to(values.dtype)
+
+    def hook_specs(self, adapter: ModelAdapter) -> list[HookSpec]:
+        if self.kind != "ablation":
+            return [(adapter.layers[self.layer], "pre", block_input_hook(self.transform))]
+        specs: list[HookSpec] = [
+            (b, "pre", block_input_hook(self.transform)) for b in adapter.layers
+        ]
+        specs += [
+            (m, "post", module_output_hook(self.transform)) for m in adapter.attention_modules
+        ]
+        specs += [(m, "post", module_output_hook(self.transform)) for m in adapter.mlp_modules]
+        return specs
+
+
+def _stack(vectors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([v.float() for v in vectors])
+
+
+def removal_edits(candidates: CandidateSet, steering: str, group: Sequence[Candidate]) -> RowEdits:
+    """The removal intervention of each candidate in ``group`` (ACE: all at the same layer)."""
+    directions = [candidates.direction(p, l) for p, l in group]
+    units = _stack([unit(d) for d in directions])
+    if steering == "lce":
+        return RowEdits("ablation", 0, units, None)
+    return _affine(candidates, group, units, alpha=0.0)
+
+
+def addition_edits(
+    candidates: CandidateSet, steering: str, group: Sequence[Candidate], alpha: float = 1.0
+) -> RowEdits:
+    """The addition intervention of each candidate in ``group`` (all at the same layer)."""
+    directions = [candidates.direction(p, l) for p, l in group]
+    if steering == "lce":
+        return RowEdits("addition", group[0][1], None, _stack([alpha * d for d in directions]))
+    return _affine(candidates, group, _stack([unit(d) for d in directions]), alpha)
+
+
+def _affine(
+    candidates: CandidateSet, group: Sequence[Candidate], units: torch.Tensor, alpha: float
+) -> RowEdits:
+    shifts = []
+    for (p, l), u in zip(group, units, strict=True):
+        reference = candidates.reference(p, l).float()
+        shifts.append((reference @ u) * u + alpha * candidates.direction(p, l).float())
+    return RowEdits("affine", group[0][1], units, torch.stack(shifts))
+
+
+def as_row_edits(intervention: Intervention) -> RowEdits:
+    """A single intervention as a one-copy ``RowEdits``."""
+    if isinstance(intervention, DirectionalAblation):
+        return RowEdits("ablation", 0, unit(intervention.direction)[None], None)
+    if isinstance(intervention, ActivationAddition):
+        shift = intervention.alpha * intervention.vector.float()
+        return RowEdits("addition", intervention.layer, None, shift[None])
+    u = unit(intervention.direction)
+    shift = (intervention.reference.float() @ u) * u + intervention.alpha * (
+        intervention.direction.float()
+    )
+    return RowEdits("affine", intervention.layer, u[None], shift[None])
+
+
+def removal_start(steering: str) -> Callable[[Candidate], int]:
+    """The first layer a candidate's removal touches: LCE ablates every layer, ACE edits one."""
+    return (lambda _candidate: 0) if steering == "lce" else (lambda candidate: candidate[1])
+
+
+def grouped(
+    todo: Sequence[Candidate], start: Callable[[Candidate], int], size: int
+) -> list[list[Candidate]]:
+    """Candidates in groups of at most ``size`` that share a start layer (one forward each)."""
+    by_start: dict[int, list[Candidate]] = {}
+    for candidate in todo:
+        by_start.setdefault(start(candidate), []).append(candidate)
+    return [
+        members[i : i + size]
+        for _, members in sorted(by_start.items())
+        for i in range(0, len(members), size)
+    ]
+
+
+# -- clean passes and intervened forwards ----------------------------------------------------
+
+
+@dataclass
+class CleanPass:
+    """What one clean pass over a validation class provides."""
+
+    chunks: list[Chunk]
+    block_inputs: list[dict[int, torch.Tensor]]  # per chunk: layer -> [R, N, d] clean block input
+    l_low_means: torch.Tensor  # [|L_low|, d] float64, mean over prompts at their last token
+    last_logprobs: list[torch.Tensor] | None  # per chunk [prompts, V] float32 (harmless only)
+    last_readings: torch.Tensor  # [prompts, |cached layers|, d] float32, in prompt order
+
+    @property
+    def batches(self) -> list[EncodedBatch]:
+        return [chunk.inputs for chunk in self.chunks]
+
+    @property
+    def n_prompts(self) -> int:
+        return sum(chunk.n_prompts for chunk in self.chunks)
+
+    @property
+    def max_tokens(self) -> int:
+        return max(chunk.tokens for chunk in self.chunks)
+
+
+def _gather(readings: torch.Tensor, copies: int) -> torch.Tensor:
+    """``[copies·R, C, d]`` readings at the chunk's columns -> ``[copies, R·C, d]``."""
+    return readings.reshape(copies, -1, readings.shape[-1])
+
+
+def packing_blocker(adapter: ModelAdapter, row_tokens: int) -> str | None:
+    """Why the packed layout cannot reproduce the padded one on this model, or None.
+
+    A packed row is longer than any single prompt, so a sliding window shorter than the row would
+    cut attention that the padded layout keeps (the 4-D mask replaces the model's own masks);
+    attention kernels that ignore 4-D masks cannot pack at all. The clean-pass comparison in
+    ``ValidationForwards`` is the final check."""
+    config = text_config(adapter.model)
+    implementation = getattr(config, "_attn_implementation", None)
+    if implementation not in ("sdpa", "eager"):
+        return f"attention implementation {implementation!r} takes no 4-D mask"
+    layer_types = set(getattr(config, "layer_types", None) or [])
+    if layer_types - {"full_attention", "sliding_attention"}:
+        return f"layer types {sorted(layer_types)}"
+    window = getattr(config, "sliding_window", None)
+    sliding = "sliding_attention" in layer_types or (
+        not layer_types and window is not None and getattr(config, "use_sliding_window", True)
+    )
+    if sliding and (window is None or window < row_tokens):
+        return f"sliding window {window} shorter than a packed row ({row_tokens} tokens)"
+    return None
+
+
 class ValidationForwards:
     """Clean passes over the two validation sets, and intervened forwards that reuse them.
 
     The clean pass caches every block input an intervention can start at (full sequences), the
-    mean block input at position -1 for the ``read_layers`` (COSMIC's ``L_low``), and, for the
-    harmless set, last-position log-probs (the KL reference).
+    mean block input at each prompt's last token for the ``read_layers`` (COSMIC's ``L_low``), and,
+    for the harmless set, last-token log-probs (the KL reference).
     """
 
     def __init__(
@@ -108,88 +318,220 @@ class ValidationForwards:
         *,
         cache_up_to: int,
         read_layers: Sequence[int] = (),
+        options: EngineOptions | None = None,
+        harmful_logits: bool = False,
     ) -> None:
         self.adapter = adapter
+        self.harmful_logits = harmful_logits
+        self.options = options or EngineOptions()
         self.read_layers = list(read_layers)
-        self.cache_layers = list(range(min(adapter.n_layers, cache_up_to + 1)))
+        top = max([cache_up_to, *self.read_layers])
+        self.cache_layers = list(range(min(adapter.n_layers, top + 1)))
         self.work = WorkCounter()
-        self.harmful = self._clean_pass(harmful_val, logits=False, label="harmful val")
-        self.harmless = self._clean_pass(harmless_val, logits=True, label="harmless val")
+        self.layout, self.layout_note = "padded", "packing off"
+        self.harmful = self._clean_pass(padded_chunks(harmful_val), harmful_logits, "harmful val")
+        self.harmless = self._clean_pass(padded_chunks(harmless_val), True, "harmless val")
+        if self.options.pack_prompts:
+            self._try_packing(harmful_val, harmless_val)
 
-    def _clean_pass(self, batches: Sequence[EncodedBatch], logits: bool, label: str) -> CleanPass:
-        inputs, logprobs = [], []
+    def _try_packing(
+        self, harmful_val: Sequence[EncodedBatch], harmless_val: Sequence[EncodedBatch]
+    ) -> None:
+        """Switch to the packed layout if it reproduces the padded clean pass."""
+        dtype, cap = self.adapter.dtype, self.options.packed_row_tokens
+        harmful = packed_chunks(harmful_val, cap, dtype)
+        harmless = packed_chunks(harmless_val, cap, dtype)
+        longest = max(chunk.tokens for chunk in harmful + harmless)
+        blocker = packing_blocker(self.adapter, longest)
+        if blocker is not None:
+            self.layout_note = f"padded: {blocker}"
+            return
+        packed_harmful = self._clean_pass(harmful, self.harmful_logits, "harmful val, packed")
+        packed_harmless = self._clean_pass(harmless, True, "harmless val, packed")
+        error = max(
+            _relative_error(packed_harmful.last_readings, self.harmful.last_readings),
+            _relative_error(packed_harmless.last_readings, self.harmless.last_readings),
+        )
+        tolerance = 1e-3 if dtype == torch.float32 else 3e-2
+        if error > tolerance:
+            self.layout_note = f"padded: packed clean pass differs (relative error {error:.2g})"
+            return
+        self.harmful, self.harmless = packed_harmful, packed_harmless
+        self.layout = "packed"
+        self.layout_note = f"packed (clean pass agrees with padded to {error:.1g})"
+
+    def _clean_pass(self, chunks: list[Chunk], logits: bool, label: str) -> CleanPass:
+        inputs, logprobs, last = [], [], {}
         total = torch.zeros(len(self.read_layers), self.adapter.hidden_size, dtype=torch.float64)
-        count = 0
-        progress = bar(f"clean pass: {label}", len(batches))
-        for batch in batches:
+        progress = bar(f"clean pass: {label}", len(chunks))
+        for chunk in chunks:
             out = forward(
-                self.adapter, batch, read_layers=self.cache_layers, positions=None, logits=logits
-            )
+                self.adapter, chunk.inputs, read_layers=self.cache_layers, positions=None,
+                logits=logits, logit_columns=chunk.columns,
+            )  # fmt: skip
             inputs.append({l: out.readings[l].to(self.adapter.dtype) for l in self.cache_layers})
+            # [prompts, |cached layers|, d]: every prompt's last token at every cached layer
+            ends = torch.stack(
+                [_gather(out.readings[l][:, chunk.columns], 1)[0] for l in self.cache_layers], 1
+            )
+            for index, reading in zip(chunk.order, ends, strict=True):
+                last[index] = reading.cpu()
             for k, layer in enumerate(self.read_layers):
-                total[k] += out.readings[layer][:, -1].double().sum(0).cpu()
+                total[k] += ends[:, self.cache_layers.index(layer)].double().sum(0).cpu()
             if logits:
-                assert out.last_logits is not None
-                logprobs.append(torch.log_softmax(out.last_logits, dim=-1))
-            count += batch.size
-            blocks = self.adapter.n_layers if logits else max(self.cache_layers) + 1
-            self.work.add("clean", batch.size, blocks)
+                assert out.column_logits is not None
+                flat = out.column_logits.reshape(chunk.n_prompts, -1)
+                logprobs.append(torch.log_softmax(flat, dim=-1))
+            blocks = self.adapter.n_layers if logits else max(self.cache_layers)
+            self.work.add("clean", chunk.n_prompts, blocks, chunk.tokens, logits)
             progress.update()
         progress.close()
-        return CleanPass(list(batches), inputs, total / count, logprobs if logits else None)
+        count = sum(chunk.n_prompts for chunk in chunks)
+        readings = torch.stack([last[i] for i in sorted(last)])
+        return CleanPass(chunks, inputs, total / count, logprobs if logits else None, readings)
+
+    def _start_states(
+        self, clean: CleanPass, index: int, start: int, copies: int
+    ) -> torch.Tensor | None:
+        if start == 0:
+            return None
+        states = clean.block_inputs[index][start]
+        return states.repeat(copies, *([1] * (states.dim() - 1)))
+
+    def copies_per_forward(self, clean: CleanPass) -> int:
+        """How many candidates one forward carries (each a copy of the prompts)."""
+        budget = self.options.tokens_per_forward
+        return max(1, budget // clean.max_tokens) if budget > 0 else 1
+
+    def _repeated(self, chunk: Chunk, copies: int) -> EncodedBatch:
+        batch = chunk.inputs
+        if copies == 1:
+            return batch
+        mask = batch.attention_mask
+        # A packed chunk's 4-D mask is shared by every copy (it broadcasts over the batch).
+        mask = mask if mask.dim() == 4 else mask.repeat(copies, 1)
+        return EncodedBatch(
+            batch.input_ids.repeat(copies, 1), mask, batch.position_ids.repeat(copies, 1), []
+        )
 
     def reading_means(
-        self, clean: CleanPass, intervention: Intervention, kind: str
+        self, clean: CleanPass, edits: RowEdits | Intervention, kind: str
     ) -> torch.Tensor:
-        """Mean block input at position -1 for ``read_layers`` under ``intervention``."""
-        start = first_touched_layer(intervention)
+        """Mean block input at the last token for ``read_layers``, ``[copies, |L_low|, d]`` for
+        ``RowEdits`` (``[|L_low|, d]`` for a single intervention)."""
+        if not isinstance(edits, RowEdits):
+            return self.reading_means(clean, as_row_edits(edits), kind)[0]
+        copies, start = edits.copies, edits.first_layer
         # Readings before the first touched layer are the clean ones: only later layers are run.
-        means = clean.l_low_means.clone()
+        means = clean.l_low_means.repeat(copies, 1, 1)
         affected = [k for k, layer in enumerate(self.read_layers) if layer >= start]
         if not affected:
             return means
         layers = [self.read_layers[k] for k in affected]
-        total = torch.zeros(len(affected), self.adapter.hidden_size, dtype=torch.float64)
-        count = 0
-        with applied(self.adapter, intervention):
-            for index, batch in enumerate(clean.batches):
-                states = clean.block_inputs[index][start] if start > 0 else None
+        total = torch.zeros(copies, len(affected), self.adapter.hidden_size, dtype=torch.float64)
+        with _applied(self.adapter, edits):
+            for index, chunk in enumerate(clean.chunks):
                 out = forward(
-                    self.adapter, batch, read_layers=layers, positions=[-1],
-                    start_layer=start, start_states=states,
+                    self.adapter, self._repeated(chunk, copies), read_layers=layers,
+                    positions=chunk.columns, start_layer=start,
+                    start_states=self._start_states(clean, index, start, copies),
+                    sparse_last_block=self.options.sparse_last_block,
                 )  # fmt: skip
                 for j, layer in enumerate(layers):
-                    total[j] += out.readings[layer][:, 0].double().sum(0).cpu()
-                count += batch.size
-                self.work.add(kind, batch.size, max(layers) + 1 - start)
-        means[affected] = total / count
+                    total[:, j] += _gather(out.readings[layer], copies).double().sum(1).cpu()
+                self.work.add(
+                    kind, copies * chunk.n_prompts, max(layers) - start, copies * chunk.tokens
+                )
+        means[:, affected] = total / clean.n_prompts
         return means
+
+    def column_logits(
+        self, clean: CleanPass, edits: RowEdits, kind: str
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """(chunk index, ``[copies, prompts, V]`` last-token logits) under ``edits``."""
+        copies, start = edits.copies, edits.first_layer
+        with _applied(self.adapter, edits):
+            for index, chunk in enumerate(clean.chunks):
+                out = forward(
+                    self.adapter, self._repeated(chunk, copies), logits=True,
+                    logit_columns=chunk.columns, start_layer=start,
+                    start_states=self._start_states(clean, index, start, copies),
+                    sparse_last_block=self.options.sparse_last_block,
+                )  # fmt: skip
+                assert out.column_logits is not None
+                blocks = self.adapter.n_layers - start
+                self.work.add(
+                    kind, copies * chunk.n_prompts, blocks, copies * chunk.tokens, logits=True
+                )
+                yield index, _gather(out.column_logits, copies)
 
     def last_logits(
         self, clean: CleanPass, intervention: Intervention, kind: str
     ) -> Iterator[tuple[int, torch.Tensor]]:
-        """(batch index, last-position logits) for every batch under ``intervention``."""
-        start = first_touched_layer(intervention)
-        with applied(self.adapter, intervention):
-            for index, batch in enumerate(clean.batches):
-                states = clean.block_inputs[index][start] if start > 0 else None
-                out = forward(
-                    self.adapter, batch, logits=True, start_layer=start, start_states=states
-                )
-                assert out.last_logits is not None
-                self.work.add(kind, batch.size, self.adapter.n_layers - start)
-                yield index, out.last_logits
+        """(chunk index, ``[prompts, V]`` last-token logits) under one intervention."""
+        for index, logits in self.column_logits(clean, as_row_edits(intervention), kind):
+            yield index, logits[0]
+
+    def kls(self, edits: RowEdits) -> list[float]:
+        """Per copy: mean over harmless val of KL(p_clean ‖ p_intervened) at the last token."""
+        assert self.harmless.last_logprobs is not None
+        total = torch.zeros(edits.copies, dtype=torch.float64)
+        for index, logits in self.column_logits(self.harmless, edits, "kl"):
+            clean = self.harmless.last_logprobs[index]
+            changed = torch.log_softmax(logits, dim=-1)
+            total += (clean.exp() * (clean - changed)).sum(-1).double().sum(-1).cpu()
+        return [float(t) / self.harmless.n_prompts for t in total]
 
     def kl(self, intervention: Intervention) -> float:
         """Mean over harmless val of KL(p_clean ‖ p_intervened) at the last prompt position."""
-        assert self.harmless.last_logprobs is not None
-        total, count = 0.0, 0
-        for index, logits in self.last_logits(self.harmless, intervention, "kl"):
-            clean = self.harmless.last_logprobs[index]
-            changed = torch.log_softmax(logits, dim=-1)
-            total += float((clean.exp() * (clean - changed)).sum(-1).double().sum())
-            count += int(logits.shape[0])
-        return total / count
+        return self.kls(as_row_edits(intervention))[0]
+
+
+def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest ‖a − b‖ / ‖b‖ over prompts and layers."""
+    difference = (a.double() - b.double()).norm(dim=-1)
+    return float((difference / b.double().norm(dim=-1).clamp_min(1e-30)).max())
+
+
+@contextmanager
+def _applied(adapter: ModelAdapter, edits: RowEdits) -> Iterator[None]:
+    """The hooks of ``edits`` for the duration of the block; always removed."""
+    handles: list[torch.utils.hooks.RemovableHandle] = []
+    try:
+        handles = register(edits.hook_specs(adapter))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+# -- COSMIC -----------------------------------------------------------------------------------
+
+
+def identity_candidates(candidates: CandidateSet) -> torch.Tensor:
+    """``[P, L]``: candidates whose direction is exactly zero, so that every intervention built
+    from them is the identity (``unit(0) = 0``) and their scores are the clean ones, exactly as a
+    forward would give them. Layer 0 at the post-instruction positions is always such a candidate:
+    its input is the same token embedding for every prompt. Scoring them from the clean pass saves
+    the forwards and, more importantly, keeps their exact ties with the clean readings (the
+    median-peak filter's argmax breaks ties by layer)."""
+    return (candidates.directions == 0).all(-1)
+
+
+Scorer = Callable[[Sequence[Candidate]], list[float]]
+
+
+def fill_scores(
+    target: torch.Tensor,
+    groups: Sequence[Sequence[Candidate]],
+    scorer: Scorer,
+    progress: tqdm,  # type: ignore[type-arg]
+) -> None:
+    """``target[p, l]`` for every candidate in ``groups``, one ``scorer`` call per group."""
+    for group in groups:
+        for (p, l), value in zip(group, scorer(group), strict=True):
+            target[p, l] = value
+        progress.update()
 
 
 class CosmicEngine:
@@ -201,6 +543,7 @@ class CosmicEngine:
         settings: CosmicSettings,
         harmful_val: Sequence[EncodedBatch],
         harmless_val: Sequence[EncodedBatch],
+        options: EngineOptions | None = None,
     ) -> None:
         self.adapter = adapter
         self.candidates = candidates
@@ -210,28 +553,41 @@ class CosmicEngine:
         self.forwards = ValidationForwards(
             adapter, harmful_val, harmless_val,
             cache_up_to=max(max(self.l_low), settings.max_layer(adapter.n_layers)),
-            read_layers=self.l_low,
+            read_layers=self.l_low, options=options,
         )  # fmt: skip
         self.work = self.forwards.work
+        self.identity = identity_candidates(candidates)
         # Baselines (SPEC §3.2): b̄ from harmful val, ā from harmless val, no intervention.
         self.harmful_baseline = aggregate(self.forwards.harmful.l_low_means, settings.aggregation)
         self.harmless_baseline = aggregate(self.forwards.harmless.l_low_means, settings.aggregation)
 
     def s_comply(self, position: int, layer: int) -> float:
         """cos(harmful val under removal, harmless baseline ā)."""
-        intervention = removal(self.candidates, self.settings.steering, position, layer)
-        means = self.forwards.reading_means(self.forwards.harmful, intervention, "s_comply")
-        return cosine(aggregate(means, self.settings.aggregation), self.harmless_baseline)
+        return self._comply([(position, layer)])[0]
 
     def s_refuse(self, position: int, layer: int) -> float:
         """cos(harmless val under addition α=1, harmful baseline b̄)."""
-        intervention = addition(self.candidates, self.settings.steering, position, layer)
-        means = self.forwards.reading_means(self.forwards.harmless, intervention, "s_refuse")
-        return cosine(aggregate(means, self.settings.aggregation), self.harmful_baseline)
+        return self._refuse([(position, layer)])[0]
 
     def kl(self, position: int, layer: int) -> float:
         """Mean over harmless val of KL(p_clean ‖ p_removed) at the last prompt position."""
-        return self.forwards.kl(removal(self.candidates, self.settings.steering, position, layer))
+        if self.identity[position, layer]:
+            return 0.0
+        edits = removal_edits(self.candidates, self.settings.steering, [(position, layer)])
+        return self.forwards.kls(edits)[0]
+
+    def _cosines(self, means: torch.Tensor, baseline: torch.Tensor) -> list[float]:
+        return [cosine(aggregate(m, self.settings.aggregation), baseline) for m in means]
+
+    def _comply(self, group: Sequence[Candidate]) -> list[float]:
+        edits = removal_edits(self.candidates, self.settings.steering, group)
+        means = self.forwards.reading_means(self.forwards.harmful, edits, "s_comply")
+        return self._cosines(means, self.harmless_baseline)
+
+    def _refuse(self, group: Sequence[Candidate]) -> list[float]:
+        edits = addition_edits(self.candidates, self.settings.steering, group)
+        means = self.forwards.reading_means(self.forwards.harmless, edits, "s_refuse")
+        return self._cosines(means, self.harmful_baseline)
 
     # -- selection ------------------------------------------------------------------------
 
@@ -254,17 +610,30 @@ class CosmicEngine:
             for l in range(n_layers)
             if self.needs_score(p, l)
         ]
-        progress = bar(f"COSMIC-{self.settings.steering.upper()} scoring", len(todo))
-        for position, layer in todo:
-            s_comply[position, layer] = self.s_comply(position, layer)
-            s_refuse[position, layer] = self.s_refuse(position, layer)
-            progress.update()
+        for p, l in todo:
+            if self.identity[p, l]:
+                s_comply[p, l] = cosine(self.harmful_baseline, self.harmless_baseline)
+                s_refuse[p, l] = cosine(self.harmless_baseline, self.harmful_baseline)
+        live = [c for c in todo if not self.identity[c]]
+        forwards = self.forwards
+        comply = grouped(
+            live, removal_start(self.settings.steering),
+            forwards.copies_per_forward(forwards.harmful),
+        )  # fmt: skip
+        refuse = grouped(live, lambda c: c[1], forwards.copies_per_forward(forwards.harmless))
+        label = f"COSMIC-{self.settings.steering.upper()} scoring"
+        progress = bar(label, len(comply) + len(refuse))
+        fill_scores(s_comply, comply, self._comply, progress)
+        fill_scores(s_refuse, refuse, self._refuse, progress)
         progress.close()
         return s_comply, s_refuse
 
     def run(self) -> SelectionOutcome:
         s_comply, s_refuse = self.score_all()
         return select(s_comply, s_refuse, self.settings, self.kl)
+
+
+# -- output-based selection -------------------------------------------------------------------
 
 
 class RefusalScoreEngine:
@@ -278,34 +647,55 @@ class RefusalScoreEngine:
         tokens: RefusalTokens,
         harmful_val: Sequence[EncodedBatch],
         harmless_val: Sequence[EncodedBatch],
+        options: EngineOptions | None = None,
     ) -> None:
         self.adapter = adapter
         self.candidates = candidates
         self.settings = settings
         self.tokens = tokens
+        self.identity = identity_candidates(candidates)
+        # Harmful clean logits give the bypass score of identity candidates.
         self.forwards = ValidationForwards(
             adapter, harmful_val, harmless_val,
-            cache_up_to=max(0, settings.max_layer(adapter.n_layers) - 1),
+            cache_up_to=max(0, settings.max_layer(adapter.n_layers) - 1), options=options,
+            harmful_logits=bool(self.identity.any()),
         )  # fmt: skip
         self.work = self.forwards.work
 
-    def _mean_score(self, clean: CleanPass, intervention: Intervention, kind: str) -> float:
-        total, count = 0.0, 0
-        for _, logits in self.forwards.last_logits(clean, intervention, kind):
-            total += float(refusal_log_odds(logits, self.tokens.ids).sum())
-            count += int(logits.shape[0])
-        return total / count
+    def _clean_score(self, clean: CleanPass) -> float:
+        assert clean.last_logprobs is not None
+        total = sum(
+            float(refusal_log_odds(logprobs, self.tokens.ids).sum())
+            for logprobs in clean.last_logprobs
+        )
+        return total / clean.n_prompts
+
+    def _mean_scores(self, clean: CleanPass, edits: RowEdits, kind: str) -> list[float]:
+        total = torch.zeros(edits.copies, dtype=torch.float64)
+        for _, logits in self.forwards.column_logits(clean, edits, kind):
+            scores = refusal_log_odds(logits.reshape(-1, logits.shape[-1]), self.tokens.ids)
+            total += scores.reshape(edits.copies, -1).sum(-1).cpu()
+        return [float(t) / clean.n_prompts for t in total]
 
     def bypass(self, position: int, layer: int) -> float:
-        intervention = removal(self.candidates, self.settings.steering, position, layer)
-        return self._mean_score(self.forwards.harmful, intervention, "bypass")
+        return self._bypass([(position, layer)])[0]
 
     def induce(self, position: int, layer: int) -> float:
-        intervention = addition(self.candidates, self.settings.steering, position, layer)
-        return self._mean_score(self.forwards.harmless, intervention, "induce")
+        return self._induce([(position, layer)])[0]
+
+    def _bypass(self, group: Sequence[Candidate]) -> list[float]:
+        edits = removal_edits(self.candidates, self.settings.steering, group)
+        return self._mean_scores(self.forwards.harmful, edits, "bypass")
+
+    def _induce(self, group: Sequence[Candidate]) -> list[float]:
+        edits = addition_edits(self.candidates, self.settings.steering, group)
+        return self._mean_scores(self.forwards.harmless, edits, "induce")
 
     def kl(self, position: int, layer: int) -> float:
-        return self.forwards.kl(removal(self.candidates, self.settings.steering, position, layer))
+        if self.identity[position, layer]:
+            return 0.0
+        edits = removal_edits(self.candidates, self.settings.steering, [(position, layer)])
+        return self.forwards.kls(edits)[0]
 
     def run(self) -> RefusalScoreOutcome:
         n_positions, n_layers = self.candidates.n_positions, self.candidates.n_layers
@@ -313,10 +703,20 @@ class RefusalScoreEngine:
         induce = torch.full((n_positions, n_layers), math.nan, dtype=torch.float64)
         cutoff = self.settings.max_layer(n_layers)  # later candidates are dropped: never scored
         todo = [(p, l) for p in range(-n_positions, 0) for l in range(cutoff)]
-        progress = bar(f"refusal-score-{self.settings.steering.upper()} scoring", len(todo))
-        for position, layer in todo:
-            bypass[position, layer] = self.bypass(position, layer)
-            induce[position, layer] = self.induce(position, layer)
-            progress.update()
+        for p, l in todo:
+            if self.identity[p, l]:
+                bypass[p, l] = self._clean_score(self.forwards.harmful)
+                induce[p, l] = self._clean_score(self.forwards.harmless)
+        live = [c for c in todo if not self.identity[c]]
+        forwards = self.forwards
+        removals = grouped(
+            live, removal_start(self.settings.steering),
+            forwards.copies_per_forward(forwards.harmful),
+        )  # fmt: skip
+        additions = grouped(live, lambda c: c[1], forwards.copies_per_forward(forwards.harmless))
+        label = f"refusal-score-{self.settings.steering.upper()} scoring"
+        progress = bar(label, len(removals) + len(additions))
+        fill_scores(bypass, removals, self._bypass, progress)
+        fill_scores(induce, additions, self._induce, progress)
         progress.close()
         return select_by_refusal_score(bypass, induce, self.settings, self.kl)
