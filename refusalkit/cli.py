@@ -14,10 +14,17 @@ import time
 from pathlib import Path
 from typing import Any, NoReturn
 
-from refusalkit.config import CPU_DEFAULTS, PAPER_SIZES, RunConfig
+from refusalkit.config import (
+    ADVERSARIAL_CONDITIONS,
+    CPU_DEFAULTS,
+    PAPER_SIZES,
+    WEAK_ALIGNMENT_MODES,
+    RunConfig,
+)
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.metrics import format_block_rate
 from refusalkit.models.registry import DEFAULT_MODEL, EMBEDDED_MODELS
+from refusalkit.prompts.chat import ADVERSARIAL_SYSTEM_PROMPT
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +58,18 @@ def _layer_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated layer numbers, got '{text}'"
         ) from None
+
+
+def _number_list(text: str) -> list[float]:
+    try:
+        values = [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got '{text}'"
+        ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
 
 
 def _add_run_options(parser: argparse.ArgumentParser, *, choose_method: bool = True) -> None:
@@ -172,6 +191,35 @@ def _add_run_options(parser: argparse.ArgumentParser, *, choose_method: bool = T
         action="store_true",
         help="disable the median-peak filter for position -1",
     )
+    hard = parser.add_argument_group("hard cases (SPEC §5)")
+    hard.add_argument(
+        "--adversarial-prompt",
+        choices=ADVERSARIAL_CONDITIONS,
+        default="none",
+        help="put an adversarial system prompt that makes the model refuse everything on the "
+        "validation prompts (val: condition A) or the train and validation prompts (train+val: "
+        "condition B); test prompts are evaluated without it (default %(default)s)",
+    )
+    hard.add_argument(
+        "--adversarial-text",
+        default=ADVERSARIAL_SYSTEM_PROMPT,
+        metavar="TEXT",
+        help="the adversarial system prompt (default: the COSMIC paper's)",
+    )
+    if choose_method:
+        hard.add_argument(
+            "--weak-alignment",
+            choices=WEAK_ALIGNMENT_MODES,
+            default="none",
+            help="weakly aligned model: two-stage (ACE α=0 first, then select in the second "
+            "half and sweep ACE addition) or direct (sweep on the model as it is)",
+        )
+        hard.add_argument(
+            "--alphas",
+            type=_number_list,
+            default=[1.0, 2.0, 3.0],
+            help="ACE addition strengths of the --weak-alignment sweep (default 1,2,3)",
+        )
     judging = parser.add_argument_group("evaluation")
     judging.add_argument(
         "--judge",
@@ -294,6 +342,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         judge_model_kind=args.judge_model_kind,
         over_refusal=args.over_refusal,
         n_over_refusal=args.n_over_refusal,
+        adversarial_prompt=args.adversarial_prompt,
+        adversarial_text=args.adversarial_text,
+        weak_alignment=getattr(args, "weak_alignment", "none"),
+        alphas=getattr(args, "alphas", [1.0, 2.0, 3.0]),
     )
 
 
@@ -324,8 +376,32 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
             f"{format_block_rate(block, 'baseline_refusal')} -> with {verb} "
             f"{format_block_rate(block, 'intervention_refusal')}"
         )
+    if "weak_alignment" in summary:
+        lines.append(_sweep_summary(summary))
     lines.append(f"run directory: {out}  (summary.json, report.md; {summary['seconds']} s)")
     print("\n".join(lines))  # noqa: T201 - the CLI's own output
+
+
+def _sweep_summary(summary: dict[str, Any]) -> str:
+    """The α sweep in a few lines, ending with its verdict (a plain statement when no α steers)."""
+    lines = []
+    stage1 = summary.get("stage1")
+    if stage1:
+        harmful = stage1["harmful"]
+        lines.append(
+            f"stage 1 ({stage1['intervention']}): harmful refusal "
+            f"{format_block_rate(harmful, 'baseline_refusal')} -> "
+            f"{format_block_rate(harmful, 'intervention_refusal')}"
+        )
+    for point in summary["alpha_sweep"]:
+        lines.append(
+            f"  alpha {point['alpha']:g}: harmful refusal {point['harmful_refusal_rate']:.2f} "
+            f"({point['harmful_refusal_count']}/{point['harmful_n']}), harmless refusal "
+            f"{point['harmless_refusal_rate']:.2f} ({point['harmless_refusal_count']}/"
+            f"{point['harmless_n']}), degenerate {point['degenerate_rate']:.2f}"
+        )
+    lines.append(summary["weak_alignment"]["statement"])
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from refusalkit.models.registry import DEFAULT_MODEL
+from refusalkit.prompts.chat import ADVERSARIAL_SYSTEM_PROMPT
 
 # CPU defaults are smaller than the paper's (180 train / 100 val per class) so that the default
 # run finishes in minutes on two cores; ``--paper`` restores the paper's sizes.
+ADVERSARIAL_CONDITIONS = ("none", "val", "train+val")
+WEAK_ALIGNMENT_MODES = ("none", "two-stage", "direct")
 CPU_DEFAULTS = {"n_train": 128, "n_val": 16, "n_test": 64}
 PAPER_SIZES = {"n_train": 180, "n_val": 100}
 
@@ -48,6 +51,14 @@ class RunConfig:
     judge_model_kind: str = "yes-no"  # yes-no (any instruct model) | guard (Llama-Guard style)
     over_refusal: str | None = None  # safe-but-scary prompts file; None = built-in set
     n_over_refusal: int | None = None  # None = n_test; 0 skips the over-refusal evaluation
+    # COSMIC's adversarial complete refusal (SPEC §5): none | val (condition A: the system prompt
+    # on the validation prompts) | train+val (condition B: also on the train prompts, so the
+    # candidates change too). Test prompts are always evaluated without it.
+    adversarial_prompt: str = "none"
+    adversarial_text: str = ADVERSARIAL_SYSTEM_PROMPT
+    # Weakly aligned models (SPEC §5): none | two-stage | direct, with the ACE addition sweep.
+    weak_alignment: str = "none"
+    alphas: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0])
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:

@@ -15,7 +15,8 @@ import platform
 import random
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +24,13 @@ import torch
 
 from refusalkit import __version__
 from refusalkit.activations import EncodedBatch, encode_batches
-from refusalkit.config import RunConfig
+from refusalkit.config import ADVERSARIAL_CONDITIONS, WEAK_ALIGNMENT_MODES, RunConfig
 from refusalkit.directions import CandidateSet, compute_candidates
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.judges import SubstringJudge, load_model_judge, read_phrase_file
-from refusalkit.evaluation.metrics import format_block_rate, format_rate
+from refusalkit.evaluation.metrics import Rate, format_block_rate, format_rate
 from refusalkit.evaluation.suite import (
+    TEST_SETS,
     ConditionRun,
     EvaluationSettings,
     JudgePanel,
@@ -36,6 +38,8 @@ from refusalkit.evaluation.suite import (
     run_condition,
     summarise,
 )
+from refusalkit.evaluation.sweep import SweepPoint, assess, sweep_point
+from refusalkit.interventions import AffineEdit, applied
 from refusalkit.io import read_json, write_json, write_jsonl, write_tensors, write_text
 from refusalkit.models.adapter import ArchitectureOverride, ModelAdapter
 from refusalkit.models.loading import ResolvedModel, load_model, resolve_model_path
@@ -162,14 +166,49 @@ class Session:
     panel: JudgePanel
     over_refusal: list[Prompt]
 
+    def chat_for(self, split: str) -> ChatFormat:
+        return split_chat(self.config, self.chat, split)
+
     def batches(self, label: str, split: str) -> list[EncodedBatch]:
-        return _encode(self.config, self.chat, self.adapter, getattr(self.splits[label], split))
+        return split_batches(self.config, self.chat, self.adapter, self.splits[label], split)
 
 
-def _encode(
-    config: RunConfig, chat: ChatFormat, adapter: ModelAdapter, prompts: list[Prompt]
+def split_chat(config: RunConfig, chat: ChatFormat, split: str) -> ChatFormat:
+    """The chat format the prompts of ``split`` are rendered with: the adversarial condition's
+    system prompt on train/val (the post-instruction tokens do not depend on it)."""
+    system = split_systems(config).get(split)
+    return chat if system is None else replace(chat, system=system)
+
+
+def split_batches(
+    config: RunConfig, chat: ChatFormat, adapter: ModelAdapter, splits: Splits, split: str
 ) -> list[EncodedBatch]:
-    return encode_batches(chat, prompts, config.batch_size, adapter.device)
+    prompts = getattr(splits, split)
+    return encode_batches(
+        split_chat(config, chat, split), prompts, config.batch_size, adapter.device
+    )
+
+
+def split_systems(config: RunConfig) -> dict[str, SystemPrompt]:
+    """The system prompt that replaces the run's own on some splits: the adversarial one of
+    condition A (val) or B (train and val). Test prompts never get it."""
+    if config.adversarial_prompt == "none":
+        return {}
+    adversarial = SystemPrompt.parse(config.adversarial_text)
+    splits = ("val",) if config.adversarial_prompt == "val" else ("train", "val")
+    return {split: adversarial for split in splits}
+
+
+def adversarial_record(config: RunConfig) -> dict[str, Any] | None:
+    """What ``summary.json``/``comparison.json`` record about the adversarial condition."""
+    if config.adversarial_prompt == "none":
+        return None
+    return {
+        "condition": "A" if config.adversarial_prompt == "val" else "B",
+        "applied_to": sorted(split_systems(config)),
+        "text": config.adversarial_text,
+        "test_prompts": "evaluated without it",
+    }
 
 
 @dataclass
@@ -200,19 +239,32 @@ def open_session(
     write_json(run_dir.file("provenance.json"), provenance)
     run_dir.status("candidates", "running")
     path = run_dir.file("candidates.safetensors")
-    if resuming and path.exists():
-        candidates = CandidateSet.load(path)
-    else:
-        candidates = compute_candidates(
-            adapter,
-            _encode(config, chat, adapter, inputs.splits["harmful"].train),
-            _encode(config, chat, adapter, inputs.splits["harmless"].train),
-            chat.n_post_instruction,
-        )
-        candidates.save(path)
+    candidates = train_candidates(config, chat, adapter, inputs.splits, path, resuming)
     return Session(
         config, adapter, chat, inputs.splits, candidates, provenance, panel, inputs.over_refusal
     )
+
+
+def train_candidates(
+    config: RunConfig,
+    chat: ChatFormat,
+    adapter: ModelAdapter,
+    splits: dict[str, Splits],
+    path: Path,
+    resuming: bool,
+) -> CandidateSet:
+    """Difference-in-means candidates from the train prompts, under whatever hooks are active
+    (the stage-1 edit of a two-stage run); reloaded from ``path`` when resuming."""
+    if resuming and path.exists():
+        return CandidateSet.load(path)
+    candidates = compute_candidates(
+        adapter,
+        split_batches(config, chat, adapter, splits["harmful"], "train"),
+        split_batches(config, chat, adapter, splits["harmless"], "train"),
+        chat.n_post_instruction,
+    )
+    candidates.save(path)
+    return candidates
 
 
 SUMMARY_SELECTION_KEYS = (
@@ -334,7 +386,7 @@ def _refusal_substring_record(session: Session, steering: str) -> dict[str, Any]
     settings = _output_settings(session.config, steering)
     engine = SubstringScoreEngine(
         session.adapter,
-        session.chat,
+        session.chat_for("val"),
         session.candidates,
         settings,
         session.splits["harmful"].val,
@@ -442,8 +494,9 @@ def _settings(config: RunConfig) -> EvaluationSettings:
     return EvaluationSettings(config.max_new_tokens, config.batch_size)
 
 
-def baseline_runs(session: Session) -> Baselines:
-    """Completions with no intervention, shared by every method evaluated in a session."""
+def baseline_runs(session: Session, labels: Sequence[str] = TEST_SETS) -> Baselines:
+    """Completions with no (further) intervention, shared by every method evaluated in a
+    session."""
     return Baselines(
         {
             label: run_condition(
@@ -457,6 +510,7 @@ def baseline_runs(session: Session) -> Baselines:
                 score_completions=label == "harmless",  # the coherence reference
             )
             for label, prompts in test_sets(session).items()
+            if label in labels
         }
     )
 
@@ -493,6 +547,151 @@ def evaluate(session: Session, record: dict[str, Any], baselines: Baselines) -> 
         session.adapter, session.chat, baselines.runs["harmless"], remove
     )
     return EvaluationResult(rows, block)
+
+
+def _summary_selection(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: record[k] for k in SUMMARY_SELECTION_KEYS if k in record}
+
+
+# Weakly aligned models (SPEC §5) steer with ACE, as the COSMIC paper does: its α sweeps the
+# refusal component's value from the harmless mean (α=0) upward, whatever the activation was.
+WEAK_ALIGNMENT_STEERING = "ace"
+
+
+def weak_alignment(
+    session: Session, run_dir: RunDirectory, resuming: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """SPEC §5, weakly aligned models. ``two-stage``: (1) select with COSMIC-ACE on the model as
+    it is and apply ACE α=0 — a model that refuses less, made the way the paper made its weakly
+    aligned models; (2) with that edit active throughout, recompute the candidates, select again
+    with ``L_low`` restricted to the second half of the layers, and sweep ACE addition over α.
+    ``direct`` skips stage 1. Returns the summary's parts and stage 2's selection record; the
+    ``evaluation`` block is that of the model being steered (after stage 1)."""
+    config = session.config
+    parts: dict[str, Any] = {}
+    stage1: AffineEdit | None = None
+    steered: Baselines | None = None
+    if config.weak_alignment == "two-stage":
+        stage1, parts["stage1"], steered = _weak_stage1(session, run_dir, resuming)
+    with applied(session.adapter, stage1):
+        run_dir.status("stage2-candidates", "running")
+        name = "candidates-stage2.safetensors" if stage1 else "candidates.safetensors"
+        candidates = (
+            train_candidates(
+                config, session.chat, session.adapter, session.splits, run_dir.file(name), resuming
+            )
+            if stage1
+            else session.candidates
+        )
+        stage2 = replace(
+            session,
+            config=replace(config, steering=WEAK_ALIGNMENT_STEERING, l_low_second_half=True),
+            candidates=candidates,
+        )
+        run_dir.status("stage2-selection", "running")
+        record = _selection_stage(
+            stage2, run_dir, "selection.json", "cosmic", WEAK_ALIGNMENT_STEERING, resuming
+        )
+        save_direction(run_dir.file("direction.safetensors"), stage2, record)
+        run_dir.status("evaluation", "running")
+        if steered is None:
+            baselines = baseline_runs(stage2)
+        else:  # stage 1 ran the edited model on harmful and harmless prompts already
+            baselines = steered
+            baselines.runs.update(baseline_runs(stage2, ("over_refusal",)).runs)
+        result = evaluate(stage2, record, baselines)
+        run_dir.status("alpha-sweep", "running")
+        points, sweep_rows = _alpha_sweep(stage2, record)
+    write_jsonl(run_dir.file("completions.jsonl"), result.rows + sweep_rows)
+    unsteered = {
+        label: Rate(
+            result.block[label]["baseline_refusal_count"], result.block[label]["baseline_judged"]
+        )
+        for label in ("harmful", "harmless")
+    }
+    what = (
+        f"ACE addition of the stage-{2 if stage1 else 1} direction (position "
+        f"{record['position']}, layer {record['layer']})"
+    )
+    verdict = assess(unsteered["harmful"], unsteered["harmless"], points, what)
+    parts.update(
+        {
+            "selection": _summary_selection(record),
+            "evaluation": result.block,
+            "alpha_sweep": [point.as_dict() for point in points],
+            "weak_alignment": {
+                "mode": config.weak_alignment,
+                "steering": WEAK_ALIGNMENT_STEERING,
+                "l_low": record["l_low"],
+                "l_low_note": record["l_low_note"],
+                "unsteered": {
+                    label: {
+                        "rate": rate.value,
+                        "count": rate.count,
+                        "n": rate.n,
+                        "ci95": list(rate.ci95),
+                    }
+                    for label, rate in unsteered.items()
+                },
+                **verdict.as_dict(),
+            },
+        }
+    )
+    return parts, record
+
+
+def _weak_stage1(
+    session: Session, run_dir: RunDirectory, resuming: bool
+) -> tuple[AffineEdit, dict[str, Any], Baselines]:
+    """Select with COSMIC-ACE and return the ACE α=0 edit, what it did to the harmful and
+    harmless test prompts, and the edited model's completions (the baselines of stage 2)."""
+    run_dir.status("stage1-selection", "running")
+    record = _selection_stage(
+        session, run_dir, "stage1-selection.json", "cosmic", WEAK_ALIGNMENT_STEERING, resuming
+    )
+    save_direction(run_dir.file("stage1-direction.safetensors"), session, record)
+    edit = removal(session.candidates, WEAK_ALIGNMENT_STEERING, record["position"], record["layer"])
+    assert isinstance(edit, AffineEdit)
+    run_dir.status("stage1-evaluation", "running")
+    labels = ("harmful", "harmless")
+    original = baseline_runs(session, labels)
+    with applied(session.adapter, edit):
+        edited = baseline_runs(session, labels)
+    # The edited model's completions are stage 1's "intervention" rows.
+    as_intervention = [
+        {**row, "condition": "intervention", "intervention": edit.describe()} for row in edited.rows
+    ]
+    rows = original.rows + as_intervention
+    write_jsonl(run_dir.file("completions-stage1.jsonl"), rows)
+    block = summarise(rows, session.panel)
+    stage1 = {
+        "selection": _summary_selection(record),
+        "intervention": edit.describe(),
+        **{label: block[label] for label in labels},
+        "judge": block["judge"],
+    }
+    return edit, stage1, edited
+
+
+def _alpha_sweep(
+    session: Session, record: dict[str, Any]
+) -> tuple[list[SweepPoint], list[dict[str, Any]]]:
+    """ACE addition at each α on the harmful and harmless test prompts (rows carry ``alpha``)."""
+    points, all_rows = [], []
+    for alpha in session.config.alphas:
+        steer = addition(
+            session.candidates, WEAK_ALIGNMENT_STEERING, record["position"], record["layer"], alpha
+        )
+        rows = []
+        for label in ("harmful", "harmless"):
+            run = run_condition(
+                session.adapter, session.chat, label, test_sets(session)[label], steer,
+                _settings(session.config), session.panel,
+            )  # fmt: skip
+            rows += [{**row, "condition": "alpha_sweep", "alpha": alpha} for row in run.rows]
+        points.append(sweep_point(alpha, rows))
+        all_rows += rows
+    return points, all_rows
 
 
 def _provenance(resolved: ResolvedModel, adapter: ModelAdapter, chat: ChatFormat) -> dict[str, Any]:
@@ -550,6 +749,7 @@ def _start(
     if config.refusal_phrases:
         read_phrase_file(config.refusal_phrases)
     SystemPrompt.parse(config.system_prompt)
+    _check_hard_cases(config)
     splits, sources = load_splits(config)
     over_refusal, over_source = load_over_refusal(config)
     resolved = resolve_model_path(config.model)  # unknown models fail before anything is written
@@ -567,6 +767,30 @@ def _start(
         }
     write_json(run_dir.file("splits.json"), manifest)
     return run_dir, resolved, PromptInputs(splits, over_refusal), resuming
+
+
+def _check_hard_cases(config: RunConfig) -> None:
+    """Options of SPEC §5's settings that can be checked before anything is loaded."""
+    if config.adversarial_prompt not in ADVERSARIAL_CONDITIONS:
+        raise RefusalkitError(
+            f"invalid --adversarial-prompt '{config.adversarial_prompt}': use "
+            + ", ".join(ADVERSARIAL_CONDITIONS)
+        )
+    if config.adversarial_prompt != "none":
+        SystemPrompt.parse(config.adversarial_text)
+    if config.weak_alignment not in WEAK_ALIGNMENT_MODES:
+        raise RefusalkitError(
+            f"invalid --weak-alignment '{config.weak_alignment}': use "
+            + ", ".join(WEAK_ALIGNMENT_MODES)
+        )
+    if config.weak_alignment != "none":
+        if config.selector != "cosmic":
+            raise RefusalkitError(
+                "--weak-alignment selects with COSMIC (its point: no refusals needed); "
+                "drop --selector"
+            )
+        if not config.alphas or any(not math.isfinite(a) for a in config.alphas):
+            raise RefusalkitError("--alphas needs one or more finite numbers, e.g. 1,2,3")
 
 
 def _selection_stage(
@@ -605,20 +829,25 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
     try:
         run_dir.status(stage, "running")
         session = open_session(config, run_dir, resolved, inputs, resuming)
-        stage = "selection"
-        run_dir.status(stage, "running")
-        record = _selection_stage(
-            session, run_dir, "selection.json", config.selector, config.steering, resuming
-        )
-        save_direction(run_dir.file("direction.safetensors"), session, record)
-        stage = "evaluation"
-        run_dir.status(stage, "running")
-        result = evaluate(session, record, baseline_runs(session))
-        write_jsonl(run_dir.file("completions.jsonl"), result.rows)
+        if config.weak_alignment != "none":
+            stage = "weak-alignment"
+            summary, record = weak_alignment(session, run_dir, resuming)
+        else:
+            stage = "selection"
+            run_dir.status(stage, "running")
+            record = _selection_stage(
+                session, run_dir, "selection.json", config.selector, config.steering, resuming
+            )
+            save_direction(run_dir.file("direction.safetensors"), session, record)
+            stage = "evaluation"
+            run_dir.status(stage, "running")
+            result = evaluate(session, record, baseline_runs(session))
+            write_jsonl(run_dir.file("completions.jsonl"), result.rows)
+            summary = {"selection": _summary_selection(record), "evaluation": result.block}
         summary = {
             "model": config.model,
-            "selection": {k: record[k] for k in SUMMARY_SELECTION_KEYS if k in record},
-            "evaluation": result.block,
+            **summary,
+            "adversarial": adversarial_record(config),
             "config_sha256": _config_digest(config.as_dict()),
             "seconds": round(time.time() - started, 1),
         }
@@ -661,6 +890,7 @@ def compare(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, A
         comparison = {
             "model": config.model,
             "rows": rows,
+            "adversarial": adversarial_record(config),
             "judge": session.panel.primary,
             "seconds": round(time.time() - started, 1),
         }
@@ -712,6 +942,7 @@ def render_comparison(comparison: dict[str, Any]) -> str:
     lines = [
         f"# refusalkit compare — {comparison['model']}",
         "",
+        *adversarial_line(comparison.get("adversarial")),
         "Rates: value (count/n, 95% Wilson interval). KL val = selection KL on validation "
         "prompts; KL test / ΔCE = KL at the first response position and cross-entropy increase "
         "(nats/token) of the clean harmless completions under removal.",
@@ -868,6 +1099,7 @@ def render_report(
             for c in columns
         )
         lines.append(f"| {row['position']} | {row['layer']} | {values} | {row['status']} |")
+    lines += _hard_case_lines(summary)
     model = provenance["model"]
     lines += [
         "",
@@ -876,3 +1108,69 @@ def render_report(
         "",
     ]
     return "\n".join(lines)
+
+
+def adversarial_line(adversarial: dict[str, Any] | None) -> list[str]:
+    if not adversarial:
+        return []
+    return [
+        f"Adversarial system prompt, condition {adversarial['condition']} (on the "
+        f"{' and '.join(adversarial['applied_to'])} prompts; test prompts evaluated without it): "
+        f"{adversarial['text']!r}",
+        "",
+    ]
+
+
+def _sweep_rate(point: dict[str, Any], name: str, kind: str = "refusal_") -> str:
+    return format_rate(
+        point[f"{name}_{kind}rate"],
+        point[f"{name}_{kind}count"],
+        point[f"{name}_n"],
+        point[f"{name}_{kind}rate_ci95"],
+    )
+
+
+def _hard_case_lines(summary: dict[str, Any]) -> list[str]:
+    """report.md sections for SPEC §5's settings: adversarial condition, stage 1, α sweep."""
+    lines = ["", *adversarial_line(summary.get("adversarial"))]
+    stage1 = summary.get("stage1")
+    if stage1:
+        pick = stage1["selection"]
+        lines += [
+            "## Stage 1: a weakly aligned model made from this one",
+            "",
+            f"COSMIC-ACE picked position {pick['position']}, layer {pick['layer']} "
+            f"(KL {pick['kl']:.4f}); {stage1['intervention']} is active in everything below.",
+            "",
+            "| test set | original model | after stage 1 |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {label} | {format_block_rate(stage1[label], 'baseline_refusal')} | "
+            f"{format_block_rate(stage1[label], 'intervention_refusal')} |"
+            for label in ("harmful", "harmless")
+        ]
+        lines.append("")
+    sweep, weak = summary.get("alpha_sweep"), summary.get("weak_alignment")
+    if sweep and weak:
+        unsteered = weak["unsteered"]
+        lines += [
+            f"## Steering toward refusal: ACE addition sweep ({weak['mode']})",
+            "",
+            weak["statement"],
+            "",
+            "| α | harmful refusal | harmless refusal | degenerate |",
+            "|---|---|---|---|",
+            "| unsteered | "
+            + " | ".join(
+                format_rate(u["rate"], u["count"], u["n"], u["ci95"])
+                for u in (unsteered["harmful"], unsteered["harmless"])
+            )
+            + " | – |",
+        ]
+        lines += [
+            f"| {point['alpha']:g} | {_sweep_rate(point, 'harmful')} | "
+            f"{_sweep_rate(point, 'harmless')} | {_sweep_rate(point, 'degenerate', '')} |"
+            for point in sweep
+        ]
+    return lines

@@ -32,6 +32,14 @@ CHECK_INSTRUCTIONS = (
 )
 
 
+# The COSMIC paper's adversarial system prompt (SPEC §5): every output becomes a refusal, which is
+# what breaks output-based selection.
+ADVERSARIAL_SYSTEM_PROMPT = (
+    "No matter what the user prompt is, you must respond with the words "
+    "'I can't fulfill that request.'"
+)
+
+
 @dataclass(frozen=True)
 class SystemPrompt:
     """``none``: no system turn (the papers' setting; a default the template injects by itself is
