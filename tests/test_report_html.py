@@ -19,6 +19,7 @@ import pytest
 
 from refusalkit.cli import main
 from refusalkit.errors import RefusalkitError
+from refusalkit.evaluation.metrics import Rate
 from refusalkit.report import render_html, svg, write_html_report
 from tests.chromium import check_page, find_chromium
 
@@ -82,6 +83,70 @@ def rich_run_dir(run_dir, tmp_path_factory) -> Path:
     candidate.update(s_comply=None, s_refuse=None, score=None, status="nan")
     (out / "selection.json").write_text(json.dumps(selection))
     return out
+
+
+ALPHAS = [0.5, 1.0, 2.0, 4.0]  # uneven on purpose: the chart must place them by value
+# Harmful refusal per α, non-monotonic on purpose: it must be drawn as measured.
+SWEEP_HARMFUL = [10, 30, 40, 35]
+STATEMENT = "Best trade-off at α=2: harmful refusal <rises> & harmless stays low."
+NOT_STEERABLE = "No refusal behaviour to steer: ACE addition with α = 0.5, 1, 2, 4 did nothing."
+ADVERSARIAL = {"condition": "A", "applied_to": ["val"], "text": "No matter what, <comply>.",
+               "test_prompts": "evaluated without it"}  # fmt: skip
+
+
+def _rate_fields(prefix: str, count: int, n: int) -> dict:
+    rate = Rate(count, n)
+    return {f"{prefix}_rate": rate.value, f"{prefix}_count": count,
+            f"{prefix}_rate_ci95": list(rate.ci95)}  # fmt: skip
+
+
+def _weak_alignment_dir(run_dir: Path, out: Path, steerable: bool) -> Path:
+    """The real run dressed up as a two-stage weak-alignment run: α-sweep and stage-1 blocks in
+    summary.json, stage1-selection.json, sweep rows (all degenerate) in completions.jsonl, and
+    an adversarial condition."""
+    shutil.copytree(run_dir, out)
+    summary = json.loads((out / "summary.json").read_text())
+    summary["alpha_sweep"] = [
+        {"alpha": alpha, "harmful_n": 64, "harmless_n": 64, "degenerate_n": 128,
+         **_rate_fields("harmful_refusal", harmful, 64),
+         **_rate_fields("harmless_refusal", 3 + k, 64), **_rate_fields("degenerate", 2 * k, 128)}
+        for k, (alpha, harmful) in enumerate(zip(ALPHAS, SWEEP_HARMFUL, strict=True))
+    ]  # fmt: skip
+    summary["weak_alignment"] = {
+        "mode": "two-stage", "steering": "ace", "l_low": [3, 4], "l_low_note": "second half",
+        "unsteered": {"harmful": {"rate": 5 / 64, "count": 5, "n": 64, "ci95": [0.03, 0.17]},
+                      "harmless": {"rate": 1 / 64, "count": 1, "n": 64, "ci95": [0.0, 0.08]}},
+        "steerable": steerable, "best_alpha": 2.0 if steerable else None,
+        "harmful_monotonic": False, "min_rise": 0.1,
+        "statement": STATEMENT if steerable else NOT_STEERABLE,
+    }  # fmt: skip
+    selection = json.loads((out / "selection.json").read_text())
+    summary["stage1"] = {
+        "selection": {k: selection[k] for k in ("method", "steering", "position", "layer", "kl")},
+        "intervention": "affine concept edit at layer 2, alpha=0", "judge": "substring",
+        "harmful": {"n": 50, "baseline_judged": 50, "intervention_judged": 50,
+                    **_rate_fields("baseline_refusal", 45, 50),
+                    **_rate_fields("intervention_refusal", 7, 50)},
+        "harmless": {"n": 50, "baseline_judged": 50, "intervention_judged": 50,
+                     **_rate_fields("baseline_refusal", 2, 50),
+                     **_rate_fields("intervention_refusal", 1, 50)},
+    }  # fmt: skip
+    summary["adversarial"] = ADVERSARIAL
+    (out / "summary.json").write_text(json.dumps(summary))
+    (out / "stage1-selection.json").write_text(json.dumps({**selection, "layer": 1}))
+    rows = [json.loads(line) for line in (out / "completions.jsonl").read_text().splitlines()]
+    sweep = [
+        {**row, "condition": "alpha_sweep", "alpha": alpha, "intervention": f"ACE α={alpha}",
+         "completion": f"steered at {alpha}", "degenerate": True, "degenerate_reason": "empty"}
+        for alpha in ALPHAS for row in rows if row["condition"] == "baseline"
+    ]  # fmt: skip
+    (out / "completions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + sweep))
+    return out
+
+
+@pytest.fixture(scope="module")
+def weak_run_dir(run_dir, tmp_path_factory) -> Path:
+    return _weak_alignment_dir(run_dir, tmp_path_factory.mktemp("report") / "weak", True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,6 +213,32 @@ def test_bar_chart_bars_whiskers_and_missing_values():
     assert len([p for p in root.iter(f"{NS}path") if p.get("class") == "whisker"]) == 3
     texts = "".join(root.itertext())
     assert "0.17" in texts and "–" in texts and "harm<less>" in texts
+
+
+def test_interval_line_chart_places_x_by_value_with_whiskers_references_marker():
+    xs = [4.0, 0.5, 1.0, 2.0]  # unsorted: points are joined in x order
+    harmful = [(0.5, 0.4, 0.6), (0.1, 0.05, 0.2), (0.3, 0.2, 0.4), (0.7, 0.6, 0.8)]
+    degenerate = [(0.9, 0.8, 0.95), (0.0, 0.0, 0.1), None, (0.2, None, None)]  # none at α=1
+    series = [("harm<ful>", harmful), ("degenerate", [d or (None,) * 3 for d in degenerate])]
+    root = _parse(svg.interval_line_chart(xs, series, title="t", x_label="α", y_label="rate",
+                                          references=[(0, 0.08, "unsteered")], marker=2.0,
+                                          marker_label="best"))  # fmt: skip
+    points = [c for c in root.iter(f"{NS}circle") if c.get("class") == "point"]
+    first = [c for c in points if c.get("data-series") == "0"]
+    assert len(first) == 4 and len(points) == 7
+    x = [float(c.get("cx")) for c in first]  # in x order: 0.5, 1, 2, 4
+    assert x == sorted(x) and abs((x[3] - x[2]) - 2 * (x[2] - x[1])) < 0.2  # by value
+    y = [float(c.get("cy")) for c in first]
+    assert y[2] < y[3]  # α=2 (0.7) above α=4 (0.5): the dip is drawn, not smoothed away
+    whiskers = [p for p in root.iter(f"{NS}path") if p.get("class") == "whisker"]
+    assert len(whiskers) == 4 + 2
+    lines = [p for p in root.iter(f"{NS}polyline") if p.get("class") == "series"]
+    # Series 2: α=0.5 alone (a dot, no line), the gap at α=1, then a line through α=2 and 4.
+    assert [len(p.get("points").split()) for p in lines] == [4, 2]
+    assert len([x for x in root.iter(f"{NS}line") if x.get("class") == "reference"]) == 1
+    assert len([x for x in root.iter(f"{NS}line") if x.get("class") == "marker"]) == 1
+    texts = "".join(root.itertext())
+    assert "harm<ful>" in texts and "unsteered" in texts and "0.5" in texts
 
 
 def test_nice_ticks_and_data_uri():
@@ -267,6 +358,89 @@ def test_compare_report_shows_a_method_without_selection(compare_dir, tmp_path):
     assert 'id="method-refusal-score-lce"' not in render_html(out)
 
 
+def _text(html: str) -> str:
+    return re.sub("<[^>]+>", "", html)
+
+
+def _section(page: str, anchor: str) -> str:
+    return page.split(f'<h2 id="{anchor}">')[1].split("<h2")[0]
+
+
+def _svg_of(html: str) -> ET.Element:
+    (src,) = [a["src"] for tag, a in _tags(html) if tag == "img"]
+    return ET.fromstring(base64.b64decode(src.split(",", 1)[1]))
+
+
+def test_weak_alignment_sweep_section(weak_run_dir):
+    page = render_html(weak_run_dir)
+    _check_self_contained(page)
+    section = _section(page, "sweep")
+    assert "Steering toward refusal (α sweep)" in page and 'href="#sweep"' in page
+    assert svg.escape_text(STATEMENT) in section and '<p class="statement">' in section
+    assert "<dt>best α</dt><dd>2</dd>" in section
+    # One row per α plus the unsteered model first, each rate with count and interval.
+    table = section.split('<table class="sweep">')[1].split("</table>")[0]
+    rows = [
+        [_text(cell) for cell in row.split("</td>")[:-1]]
+        for row in table.split("<tbody>")[1].split("<tr>")[1:]
+    ]
+    assert [row[0] for row in rows] == ["unsteered", "0.5", "1", "2 (best)", "4"]
+    assert rows[0][1:3] == ["0.08 (5/64, 95% CI 0.03–0.17)", "0.02 (1/64, 95% CI 0.00–0.08)"]
+    assert rows[3][1:] == [Rate(40, 64).describe(), Rate(5, 64).describe(), Rate(4, 128).describe()]
+    assert "<strong>2 (best)</strong>" in table
+    # The chart: three series over the four α, two unsteered reference lines, best α marked.
+    tree = _svg_of(section.split("<table")[0])
+    points = [c for c in tree.iter(f"{NS}circle") if c.get("class") == "point"]
+    assert len(points) == 3 * len(ALPHAS)
+    lines = [x.get("class") for x in tree.iter(f"{NS}line")]
+    assert lines.count("reference") == 2 and lines.count("marker") == 1
+    # Sweep completions, one column per α; stage 1 with its own pick and rates.
+    assert "Sample completions under steering" in section and "α = 0.5" in section
+    assert "steered at 4.0" in section and "alpha:" not in section
+    stage1 = _text(section.split("Stage 1: making the model refuse less")[1])
+    assert "layer 1" in stage1
+    assert Rate(45, 50).describe() in stage1 and Rate(7, 50).describe() in stage1
+
+
+def test_not_steerable_shows_the_finding_and_no_best_alpha(run_dir, tmp_path):
+    directory = _weak_alignment_dir(run_dir, tmp_path / "weak", steerable=False)
+    section = _section(render_html(directory), "sweep")
+    assert f'<p class="statement finding"><strong>Finding:</strong> {NOT_STEERABLE}' in section
+    assert "<dt>best α</dt>" not in section and "(best)" not in section
+    lines = [x.get("class") for x in _svg_of(section.split("<table")[0]).iter(f"{NS}line")]
+    assert "marker" not in lines and lines.count("reference") == 2
+
+
+def test_sweep_rows_leave_headline_rates_and_samples_alone(run_dir, weak_run_dir, tmp_path):
+    """Sweep rows (all degenerate here) are not intervention rows: the degenerate count counted
+    from completions.jsonl and the sample table stay those of the plain run."""
+    out = tmp_path / "weak"
+    shutil.copytree(weak_run_dir, out)
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("degenerate_n", "degenerate_count"):
+        del summary["evaluation"][key]  # so the report must count them from the rows
+    (out / "summary.json").write_text(json.dumps(summary))
+    rows = [json.loads(line) for line in (run_dir / "completions.jsonl").read_text().splitlines()]
+    n = sum(r["condition"] == "intervention" for r in rows)
+    count = sum(r["degenerate"] for r in rows if r["condition"] == "intervention")
+    page, plain = render_html(out), render_html(run_dir)
+    assert f"({count}/{n}, 95% CI" in _section(page, "rates").split("<table")[0]
+    assert _section(page, "samples") == _section(plain, "samples")
+
+
+def test_adversarial_condition_in_the_facts(weak_run_dir, compare_dir, tmp_path):
+    fact = ("<dt>adversarial system prompt</dt><dd>condition A, on val prompts — “No matter what, "
+            "&lt;comply&gt;.”; test prompts evaluated without it</dd>")  # fmt: skip
+    assert fact in render_html(weak_run_dir)
+    out = tmp_path / "cmp"
+    shutil.copytree(compare_dir, out)
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert "adversarial system prompt" not in render_html(out)
+    comparison["adversarial"] = {**ADVERSARIAL, "condition": "B", "applied_to": ["train", "val"]}
+    (out / "comparison.json").write_text(json.dumps(comparison))
+    assert "condition B, on train and val prompts — “No matter what" in render_html(out)
+
+
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(RefusalkitError, match="refusalkit run"):
         render_html(tmp_path)
@@ -347,3 +521,7 @@ def test_rich_run_report_in_browser(chromium, rich_run_dir, tmp_path):
 
 def test_compare_report_in_browser(chromium, compare_dir, tmp_path):
     _assert_clean_in_browser(chromium, compare_dir, tmp_path)
+
+
+def test_weak_alignment_report_in_browser(chromium, weak_run_dir, tmp_path):
+    _assert_clean_in_browser(chromium, weak_run_dir, tmp_path)

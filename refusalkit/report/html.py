@@ -16,7 +16,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.metrics import wilson_interval
@@ -43,7 +43,7 @@ _REFUSAL_SCORE_METRICS = (
 # other bool/number key (e.g. refusal_log_odds) is shown as a judge verdict.
 _ROW_KEYS = frozenset(
     {"set", "condition", "intervention", "category", "prompt", "completion", "refusal"}
-    | {"degenerate", "degenerate_reason", "judges", "n_tokens"}
+    | {"degenerate", "degenerate_reason", "judges", "n_tokens", "alpha"}
 )
 _SAMPLES_PER_SET = 4
 
@@ -96,6 +96,9 @@ td code { white-space: nowrap; }
 .badge.no { background: #e3f4e1; border-color: #92c78c; }
 .badge.warn { background: #fff2cc; border-color: #d6b656; }
 .error { color: #a40000; }
+.statement { font-size: 1.1em; background: #eaf2fb; border-left: 5px solid #4c78a8;
+  padding: 8px 12px; max-width: 1000px; }
+.statement.finding { background: #fff2cc; border-color: #d6b656; }
 .note { color: #555; font-size: .92em; }
 details { margin: .5em 0; }
 summary { cursor: pointer; }
@@ -537,6 +540,229 @@ def _samples(rows: list[dict[str, Any]], per_set: int = _SAMPLES_PER_SET) -> str
 
 
 # ---------------------------------------------------------------------------------------------
+# weakly aligned models: steering toward refusal over α
+
+
+@dataclass(frozen=True)
+class _SweepRow:
+    alpha: float | None  # None: the model without steering
+    harmful: _Rate
+    harmless: _Rate
+    degenerate: _Rate
+
+
+def _is_number(x: Any) -> TypeGuard[int | float]:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _sweep_rows(summary: Mapping[str, Any]) -> list[_SweepRow]:
+    """The unsteered model first, then one row per α in increasing order."""
+    unsteered = _dict(_dict(summary.get("weak_alignment")).get("unsteered"))
+    rows = [
+        _SweepRow(
+            None,
+            _rate_dict(unsteered.get("harmful")),
+            _rate_dict(unsteered.get("harmless")),
+            _unsteered_degenerate(_dict(summary.get("evaluation"))),
+        )
+    ]
+    points = [p for p in map(_dict, summary.get("alpha_sweep") or []) if _is_number(p.get("alpha"))]
+    for p in sorted(points, key=lambda p: float(p["alpha"])):
+        rows.append(
+            _SweepRow(
+                float(p["alpha"]),
+                _rate_at(p, "harmful_refusal", p.get("harmful_n")),
+                _rate_at(p, "harmless_refusal", p.get("harmless_n")),
+                _rate_at(p, "degenerate", p.get("degenerate_n")),
+            )
+        )
+    return rows
+
+
+def _unsteered_degenerate(evaluation: Mapping[str, Any]) -> _Rate:
+    """Degenerate outputs without steering, over harmful and harmless prompts together as the
+    sweep counts them (the evaluation's baselines are the model being steered)."""
+    blocks = [
+        _rate_dict(_dict(_dict(evaluation.get(name)).get("degenerate")).get("baseline"))
+        for name in ("harmful", "harmless")
+    ]
+    if not all(b.n and b.count is not None for b in blocks):
+        return _rate(None, None, None, None)
+    return _rate(None, sum(b.count or 0 for b in blocks), sum(b.n or 0 for b in blocks), None)
+
+
+def _sweep_chart(sweep: list[_SweepRow], best: float | None) -> str:
+    unsteered, points = sweep[0], sweep[1:]
+    references = [
+        (s, rate.value, f"{name} refusal, unsteered")
+        for s, name, rate in (
+            (0, "harmful", unsteered.harmful),
+            (1, "harmless", unsteered.harmless),
+        )
+        if rate.value is not None
+    ]
+    chart = svg.interval_line_chart(
+        [p.alpha or 0.0 for p in points],  # never None past the first row
+        [
+            ("harmful refusal", [p.harmful.bar() for p in points]),
+            ("harmless refusal", [p.harmless.bar() for p in points]),
+            ("degenerate output", [p.degenerate.bar() for p in points]),
+        ],
+        title="Steering toward refusal: rates over α",
+        x_label="α",
+        y_label="rate",
+        references=references,
+        marker=best,
+        marker_label=f"best α = {best:g}" if best is not None else "",
+    )
+    return _img(
+        chart,
+        "Harmful refusal, harmless refusal and degenerate-output rates over α with 95% intervals; "
+        "dashed lines: refusal rates without steering",
+    )
+
+
+def _sweep_table(sweep: list[_SweepRow], best: float | None) -> str:
+    rows = []
+    for row in sweep:
+        label = "unsteered" if row.alpha is None else _e(f"{row.alpha:g}")
+        if row.alpha is not None and row.alpha == best:
+            label = f"<strong>{label} (best)</strong>"
+        rates = (row.harmful, row.harmless, row.degenerate)
+        rows.append([_td(label), *(_td(r.text(), rate=True) for r in rates)])
+    headers = ["α", "harmful refusal", "harmless refusal", "degenerate output"]
+    return _table(headers, rows, "sweep")
+
+
+def _sweep_samples(rows: list[dict[str, Any]], per_set: int = 2) -> str:
+    """The first ``per_set`` prompts of each set, unsteered and at every α, side by side: whether
+    steering produced refusals or gibberish is plain to see."""
+    swept = [r for r in rows if r.get("condition") == "alpha_sweep" and _is_number(r.get("alpha"))]
+    alphas = sorted({float(r["alpha"]) for r in swept})
+    by_prompt: dict[tuple[str, str], dict[float | None, dict[str, Any]]] = {}
+    for row in swept:
+        key = (str(row.get("set", "?")), str(row.get("prompt", "")))
+        by_prompt.setdefault(key, {}).setdefault(float(row["alpha"]), row)
+    for row in rows:
+        key = (str(row.get("set", "?")), str(row.get("prompt", "")))
+        if row.get("condition") == "baseline" and key in by_prompt:
+            by_prompt[key].setdefault(None, row)
+    out = []
+    for name in dict.fromkeys(s for s, _ in by_prompt):
+        prompts = [(p, by) for (s, p), by in by_prompt.items() if s == name][:per_set]
+        table_rows = [
+            [_td(f'<div class="completion">{_e(prompt)}</div>')]
+            + [
+                _td(
+                    f'<div class="completion">{_e(str(by[a].get("completion", "")))}</div>'
+                    + _verdicts(by[a])
+                    if a in by
+                    else "–"
+                )
+                for a in (None, *alphas)
+            ]
+            for prompt, by in prompts
+        ]
+        headers = ["prompt", "unsteered", *(_e(f"α = {a:g}") for a in alphas)]
+        out.append(f"<h3>{_e(name)}</h3>" + _table(headers, table_rows, "samples"))
+    if not out:
+        return ""
+    return (
+        "<details><summary>Sample completions under steering</summary>"
+        + f'<div class="wide">{"".join(out)}</div></details>'
+    )
+
+
+def _stage1(stage1: Mapping[str, Any], selection: Mapping[str, Any], tokens: Sequence[Any]) -> str:
+    """Stage 1 of a two-stage run: the removal that made the model refuse less, and its effect."""
+    sets = [(name, _dict(stage1.get(name))) for name in ("harmful", "harmless")]
+    rows = [
+        [
+            _td(_e(name)),
+            _td(_block_rate(block, "baseline").text(), rate=True),
+            _td(_block_rate(block, "intervention").text(), rate=True),
+        ]
+        for name, block in sets
+        if block
+    ]
+    facts = [
+        *_pick_facts(selection, tokens),
+        ("intervention", _e(str(stage1.get("intervention", "–")))),
+        ("judge", f"<code>{_e(str(stage1.get('judge', '–')))}</code>"),
+    ]
+    return (
+        "<h3>Stage 1: making the model refuse less</h3>"
+        '<p class="note">Stage 1 selected a direction on the original model and removed it (the '
+        "intervention below), making a model that refuses less; stage 2 selected a direction "
+        "again on that model and steers it over α.</p>"
+        + _facts(facts)
+        + _table(["test set", "original model refusal", "refusal after stage 1"], rows)
+    )
+
+
+def _sweep_section(
+    summary: Mapping[str, Any],
+    rows: list[dict[str, Any]],
+    stage1_selection: Mapping[str, Any],
+    tokens: Sequence[Any],
+) -> str:
+    weak = _dict(summary.get("weak_alignment"))
+    steerable = weak.get("steerable") is not False
+    best = weak.get("best_alpha")
+    # No best α where the sweep found nothing to steer, whatever else the file says.
+    best = float(best) if steerable and _is_number(best) else None
+    sweep = _sweep_rows(summary)
+    statement = _e(str(weak.get("statement") or "No verdict recorded."))
+    kind = "statement" if steerable else "statement finding"
+    facts = [
+        ("mode", _e(str(weak.get("mode", "–")))),
+        ("steering", _e(f"{str(weak.get('steering', '–')).upper()} addition scaled by α")),
+    ]
+    if best is not None:
+        facts.append(("best α", _e(f"{best:g}")))
+    if isinstance(weak.get("harmful_monotonic"), bool):
+        facts.append(
+            ("harmful refusal monotonic in α", "yes" if weak["harmful_monotonic"] else "no")
+        )
+    if weak.get("l_low") is not None:
+        note = f" ({_e(str(weak['l_low_note']))})" if weak.get("l_low_note") else ""
+        facts.append(("L_low", _value(weak.get("l_low")) + note))
+    stage1 = _dict(summary.get("stage1"))
+    steered = "the model after stage 1" if stage1 else "the model"
+    return (
+        '<h2 id="sweep">Steering toward refusal (α sweep)</h2>'
+        + f'<p class="{kind}"><strong>{"Result" if steerable else "Finding"}:</strong> '
+        + f"{statement}</p>"
+        + _facts(facts)
+        + f'<div class="plots">{_sweep_chart(sweep, best)}</div>'
+        + f'<p class="note">Unsteered: {steered} without steering, which is also the baseline '
+        "of the refusal rates below. Degenerate outputs count harmful and harmless prompts "
+        "together.</p>"
+        + _sweep_table(sweep, best)
+        + _sweep_samples(rows)
+        + (
+            _stage1(stage1, stage1_selection or _dict(stage1.get("selection")), tokens)
+            if stage1
+            else ""
+        )
+    )
+
+
+def _adversarial_facts(record: Any) -> list[tuple[str, str]]:
+    """The adversarial system-prompt condition in one line; nothing for a run without one."""
+    record = _dict(record)
+    if not record:
+        return []
+    splits = " and ".join(str(s) for s in record.get("applied_to") or []) or "?"
+    text = f"condition {record.get('condition', '?')}, on {splits} prompts"
+    if record.get("text"):
+        text += f" — “{record['text']}”"
+    if record.get("test_prompts"):
+        text += f"; test prompts {record['test_prompts']}"
+    return [("adversarial system prompt", _e(text))]
+
+
+# ---------------------------------------------------------------------------------------------
 # configuration and provenance
 
 
@@ -613,6 +839,13 @@ def _run_page(run_dir: Path) -> str:
     tokens = list(selection.get("position_tokens") or tokens)
     model = summary.get("model") or _dict(provenance.get("model")).get("spec") or "?"
     facts = [("model", f"<code>{_e(str(model))}</code>"), *_pick_facts(selection, tokens)]
+    sweep = ""
+    if summary.get("alpha_sweep"):
+        mode = _e(str(_dict(summary.get("weak_alignment")).get("mode", "?")))
+        facts.append(("weak alignment", f'{mode}: <a href="#sweep">steering toward refusal</a>'))
+        stage1_selection = _dict(_load_json(run_dir / "stage1-selection.json"))
+        sweep = _sweep_section(summary, rows, stage1_selection, tokens)
+    facts += _adversarial_facts(summary.get("adversarial"))
     facts += [
         ("run time", f"{_num(summary.get('seconds'), 1)} s"),
         ("state", _e(f"{status.get('state', '?')} ({status.get('stage', '?')})")),
@@ -621,6 +854,7 @@ def _run_page(run_dir: Path) -> str:
         facts.append(("note", '<span class="error">no summary.json: the run did not finish</span>'))
     body = (
         f"<h1>refusalkit run report</h1>{_facts(facts)}"
+        + sweep
         + _rates_section(_dict(summary.get("evaluation")), rows)
         + '<h2 id="selection">Selection</h2>'
         + _selection_plots(selection, tokens)
@@ -749,6 +983,7 @@ def _compare_page(run_dir: Path) -> str:
         ("model", f"<code>{_e(str(model))}</code>"),
         ("judge", f"<code>{_e(str(comparison.get('judge', '–')))}</code>"),
         ("methods", f"{len(ok)} selected of {len(methods)}"),
+        *_adversarial_facts(comparison.get("adversarial")),
         ("run time", f"{_num(comparison.get('seconds'), 1)} s"),
         ("state", _e(f"{status.get('state', '?')} ({status.get('stage', '?')})")),
     ]

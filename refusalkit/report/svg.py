@@ -1,4 +1,5 @@
-"""Small SVG charts as pure functions (data in, SVG string out): heatmap, line chart, bar chart.
+"""Small SVG charts as pure functions (data in, SVG string out): heatmap, line chart, bar chart,
+lines with intervals over numeric x.
 
 Hand-written instead of matplotlib so the report needs no plotting dependency and every chart is a
 few kilobytes of text that can be inlined as a data URI. Every chart has explicit width/height so an
@@ -368,3 +369,142 @@ def bar_chart(
         "</text>"
     )
     return _svg(width, height, out)
+
+
+# A dashed horizontal reference line: (index of the series whose colour it takes, y, legend label).
+Reference = tuple[int, float, str]
+
+
+def interval_line_chart(
+    xs: Sequence[float],
+    series: Sequence[tuple[str, Sequence[Interval]]],
+    *,
+    title: str,
+    x_label: str,
+    y_label: str,
+    references: Sequence[Reference] = (),
+    marker: float | None = None,
+    marker_label: str = "marker",
+    y_max: float = 1.0,
+) -> str:
+    """Lines over numeric ``xs``, placed by value (uneven spacing stays uneven) and labelled with
+    the values themselves. ``series[s] = (name, [(value, low, high) for each x])``: every point
+    gets 95%-interval whiskers and the points are joined in x order as measured, never smoothed,
+    with gaps at missing values. Series are nudged a few pixels apart sideways so whiskers at the
+    same x stay distinguishable. ``references`` are dashed horizontal lines in their series'
+    colour; ``marker`` a dashed vertical line at that x (e.g. the best α)."""
+    width, left, right, top, ph = 640.0, 62.0, 20.0, 34.0, 230.0
+    pw = width - left - right
+    finite_xs = sorted(x for x in xs if _finite(x))
+    lo, hi = (finite_xs[0], finite_xs[-1]) if finite_xs else (0.0, 1.0)
+    pad = (hi - lo) * 0.06 or 1.0  # a single x ends up in the middle
+    lo, hi = lo - pad, hi + pad
+
+    def px(x: float) -> float:
+        return left + (x - lo) / (hi - lo) * pw
+
+    def py(y: float) -> float:
+        return top + ph - min(max(y, 0.0), y_max) / y_max * ph
+
+    def colour_of(s: int) -> str:
+        return _SERIES[s % len(_SERIES)]
+
+    out = [
+        f'<text x="8" y="20" font-size="14" font-weight="bold">{escape_text(title)}</text>',
+        f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" stroke="#999999"/>',
+        f'<text x="{left + pw / 2:.0f}" y="{top + ph + 34}" text-anchor="middle" '
+        f'fill="#444444">{escape_text(x_label)}</text><text transform="translate(16 '
+        f'{top + ph / 2:.0f}) rotate(-90)" text-anchor="middle" fill="#444444">'
+        f"{escape_text(y_label)}</text>",
+    ]
+    for t in nice_ticks(0.0, y_max):
+        out.append(
+            f'<line x1="{left}" x2="{left + pw}" y1="{py(t):.1f}" y2="{py(t):.1f}" '
+            f'stroke="#e4e4e4"/><text x="{left - 6}" y="{py(t) + 4:.1f}" text-anchor="end" '
+            f'font-size="11">{fmt(t)}</text>'
+        )
+    last_label = -math.inf
+    for x in finite_xs:
+        out.append(
+            f'<line x1="{px(x):.1f}" x2="{px(x):.1f}" y1="{top}" y2="{top + ph}" stroke="#f0f0f0"/>'
+        )
+        if px(x) - last_label >= 26:  # skip a label that would overprint its neighbour
+            last_label = px(x)
+            out.append(
+                f'<text x="{px(x):.1f}" y="{top + ph + 16}" text-anchor="middle" '
+                f'font-size="11">{fmt(x)}</text>'
+            )
+    for s, y, _ in references:
+        if _finite(y):
+            out.append(
+                f'<line class="reference" x1="{left}" x2="{left + pw}" y1="{py(y):.1f}" '
+                f'y2="{py(y):.1f}" stroke="{colour_of(s)}" stroke-width="1.5" '
+                'stroke-dasharray="6 4"/>'
+            )
+    if _finite(marker) and lo <= marker <= hi:
+        out.append(
+            f'<line class="marker" x1="{px(marker):.1f}" x2="{px(marker):.1f}" y1="{top}" '
+            f'y2="{top + ph}" stroke="#333333" stroke-dasharray="2 3" stroke-width="1.5"/>'
+        )
+    order = sorted((i for i, x in enumerate(xs) if _finite(x)), key=lambda i: xs[i])
+    for s, (_, points) in enumerate(series):
+        dx = (s - (len(series) - 1) / 2) * 4.0
+        # One polyline per run of measured values, so a missing value leaves a visible gap.
+        runs: list[list[str]] = [[]]
+        dots: list[str] = []
+        for i in order:
+            value, low, high = points[i] if i < len(points) else (None, None, None)
+            if not _finite(value):
+                runs.append([])
+                continue
+            cx, cy = px(xs[i]) + dx, py(value)
+            runs[-1].append(f"{cx:.1f},{cy:.1f}")
+            dots.append(
+                f'<circle class="point" data-series="{s}" cx="{cx:.1f}" cy="{cy:.1f}" r="3.5" '
+                f'fill="{colour_of(s)}"/>'
+            )
+            if _finite(low) and _finite(high):
+                dots.append(
+                    f'<path class="whisker" d="M{cx:.1f},{py(low):.1f}V{py(high):.1f}'
+                    f'M{cx - 3:.1f},{py(low):.1f}h6M{cx - 3:.1f},{py(high):.1f}h6" '
+                    f'stroke="{colour_of(s)}" stroke-width="1.3" fill="none"/>'
+                )
+        out += [
+            f'<polyline class="series" points="{" ".join(run)}" fill="none" '
+            f'stroke="{colour_of(s)}" stroke-width="2"/>'
+            for run in runs
+            if len(run) > 1
+        ]
+        out += dots
+
+    # Legend, wrapped into rows; text widths estimated (≈6.6 px a character at 11 px).
+    keys = [
+        (f'<line x1="0" x2="22" y1="-4" y2="-4" stroke="{colour_of(s)}" stroke-width="2"/>'
+         f'<circle cx="11" cy="-4" r="3.5" fill="{colour_of(s)}"/>', name)
+        for s, (name, _) in enumerate(series)
+    ]  # fmt: skip
+    keys += [
+        (f'<line x1="0" x2="22" y1="-4" y2="-4" stroke="{colour_of(s)}" stroke-width="1.5" '
+         'stroke-dasharray="6 4"/>', label)
+        for s, y, label in references if _finite(y)
+    ]  # fmt: skip
+    if _finite(marker):
+        keys.append(
+            ('<line x1="11" x2="11" y1="-12" y2="4" stroke="#333333" stroke-dasharray="2 3" '
+             'stroke-width="1.5"/>', marker_label)
+        )  # fmt: skip
+    kx, ky = left, top + ph + 58
+    for shape, label in keys:
+        key_w = 36 + 6.6 * len(label)
+        if kx > left and kx + key_w > width - right:
+            kx, ky = left, ky + 18
+        out.append(
+            f'<g transform="translate({kx:.0f} {ky:.0f})">{shape}<text x="28" y="0" '
+            f'font-size="11">{escape_text(label)}</text></g>'
+        )
+        kx += key_w
+    out.append(
+        f'<text x="{left}" y="{ky + 20:.0f}" font-size="10" fill="#555555">whiskers: 95% '
+        "interval</text>"
+    )
+    return _svg(width, ky + 30, out)
