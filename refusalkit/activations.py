@@ -310,6 +310,10 @@ def forward(
     columns come back as ``column_logits`` ``[B, len(columns), V]`` (packed rows hold several
     prompts, so their last tokens are not all at the last column). ``sparse_last_block`` runs the
     MLP of the last block computed only on the tokens read after it (see ``_mlp_at_columns``).
+
+    Readings and logits come back as computed, NaN included: a NaN under an intervention belongs
+    to that candidate (the selection's NaN filter drops it), so the unmodified model's values are
+    checked where they are summarised instead (candidate means, the engine's clean passes).
     """
     readings: dict[int, torch.Tensor] = {}
     handles = []
@@ -381,11 +385,24 @@ def forward(
     finally:
         for handle in handles:
             handle.remove()
-    for layer, value in readings.items():
-        if not torch.isfinite(value).all():
-            raise RefusalkitError(
-                f"non-finite activations (NaN/inf) at the input of layer {layer}; "
-                "try --dtype float32 "
-                "or a smaller intervention strength"
-            )
     return ForwardOutput(readings, last_logits, column_logits)
+
+
+def first_non_finite(values: torch.Tensor) -> tuple[int, int] | None:
+    """``(row, layer)`` of the earliest layer holding a NaN/inf vector in ``values``
+    ``[rows, layers, d]`` (the first such row there), or None when all is finite."""
+    bad = ~torch.isfinite(values).all(-1)
+    if not bad.any():
+        return None
+    layer = int(bad.any(0).nonzero()[0])
+    return int(bad[:, layer].nonzero()[0]), layer
+
+
+def non_finite_activations(layer: int, where: str, prompts: str) -> RefusalkitError:
+    """The error for NaN/inf block inputs of the unmodified model, naming the first bad layer."""
+    source = "the token embeddings are" if layer == 0 else f"the output of block {layer - 1} is"
+    return RefusalkitError(
+        f"non-finite activations (NaN/inf) at the input of block {layer} ({where}) on the "
+        f"{prompts} prompts: {source} not finite; run the model in float32 (--dtype float32) "
+        "and check its weights"
+    )

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import torch
 
-from refusalkit.activations import EncodedBatch, forward
+from refusalkit.activations import (
+    EncodedBatch,
+    first_non_finite,
+    forward,
+    non_finite_activations,
+)
 from refusalkit.io import read_tensors, write_tensors
 from refusalkit.models.adapter import ModelAdapter
 from refusalkit.progress import track
@@ -89,7 +94,18 @@ def compute_candidates(
     n_positions: int,
 ) -> CandidateSet:
     positions = list(range(-n_positions, 0))
-    return CandidateSet(
-        harmful_means=mean_activations(adapter, harmful, positions, "candidates: harmful train"),
-        harmless_means=mean_activations(adapter, harmless, positions, "candidates: harmless train"),
-    )
+    harmful_means = mean_activations(adapter, harmful, positions, "candidates: harmful train")
+    _check_finite(harmful_means, positions, "harmful train")
+    harmless_means = mean_activations(adapter, harmless, positions, "candidates: harmless train")
+    _check_finite(harmless_means, positions, "harmless train")
+    return CandidateSet(harmful_means=harmful_means, harmless_means=harmless_means)
+
+
+def _check_finite(means: torch.Tensor, positions: Sequence[int], prompts: str) -> None:
+    """NaN/inf readings leave the mean non-finite (float32 readings summed in float64 cannot
+    overflow), so one look at the ``[P, L, d]`` means finds the first bad layer, with no check
+    per batch or token."""
+    found = first_non_finite(means)
+    if found is not None:
+        row, layer = found
+        raise non_finite_activations(layer, f"position {positions[row]}", prompts)

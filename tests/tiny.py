@@ -113,6 +113,15 @@ GEMMA_TEMPLATE = (
 
 TEMPLATES = {"chatml": CHATML_TEMPLATE, "llama3": LLAMA3_TEMPLATE, "gemma": GEMMA_TEMPLATE}
 
+# For the chatml tokenizer: the answer follows the end-of-turn marker directly, so the only
+# post-instruction token is <|im_end|> (P = 1). Kept out of TEMPLATES, whose templates all have
+# an assistant header (P >= 3, see tests/test_prompts.py).
+ONE_TOKEN_SUFFIX_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' }}"
+    "{%- endfor %}"
+)
+
 # family -> the chat template its real instruct models use
 FAMILY_TEMPLATE = {"llama": "llama3", "qwen2": "chatml", "gemma2": "gemma"}
 FAMILIES = tuple(FAMILY_TEMPLATE)

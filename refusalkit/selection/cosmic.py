@@ -72,7 +72,8 @@ def low_similarity_layers(
         if settings.l_low_second_half
         else list(range(n_layers))
     )
-    wanted = math.floor(settings.l_low_fraction * n_layers + 1e-9)
+    # The fraction is of all layers; the second-half pool can hold fewer than that.
+    wanted = min(math.floor(settings.l_low_fraction * n_layers + 1e-9), len(pool))
     note = f"the {wanted} least similar of {len(pool)} layers"
     if wanted < 1:
         wanted = 1

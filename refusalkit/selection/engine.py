@@ -38,8 +38,17 @@ from dataclasses import dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from refusalkit.activations import Chunk, EncodedBatch, forward, packed_chunks, padded_chunks
+from refusalkit.activations import (
+    Chunk,
+    EncodedBatch,
+    first_non_finite,
+    forward,
+    non_finite_activations,
+    packed_chunks,
+    padded_chunks,
+)
 from refusalkit.directions import CandidateSet
+from refusalkit.errors import RefusalkitError
 from refusalkit.interventions import (
     ActivationAddition,
     AffineEdit,
@@ -273,6 +282,26 @@ class CleanPass:
     def max_tokens(self) -> int:
         return max(chunk.tokens for chunk in self.chunks)
 
+    def non_finite(self, prompts: str) -> RefusalkitError | None:
+        """The error for NaN/inf where the clean pass is read (last-token block inputs, then
+        logits), or None. Every score and KL starts from these readings, and a NaN at any token
+        reaches the last one through the next block's attention, so a broken model shows here
+        without a look at every token."""
+        found = first_non_finite(self.last_readings)
+        if found is not None:
+            return non_finite_activations(found[1], "the prompts' last token", prompts)
+        if self.last_logprobs is not None and not all(
+            bool(torch.isfinite(logprobs).all()) for logprobs in self.last_logprobs
+        ):
+            top = int(self.last_readings.shape[1]) - 1
+            return RefusalkitError(
+                f"non-finite logits (NaN/inf) at the last token of the {prompts} prompts, though "
+                f"the inputs of blocks 0..{top} are finite: block {top} or a later one, the final "
+                "norm or the LM head is not; run the model in float32 (--dtype float32) and "
+                "check its weights"
+            )
+        return None
+
 
 def _gather(readings: torch.Tensor, copies: int) -> torch.Tensor:
     """``[copies·R, C, d]`` readings at the chunk's columns -> ``[copies, R·C, d]``."""
@@ -331,6 +360,10 @@ class ValidationForwards:
         self.layout, self.layout_note = "padded", "packing off"
         self.harmful = self._clean_pass(padded_chunks(harmful_val), harmful_logits, "harmful val")
         self.harmless = self._clean_pass(padded_chunks(harmless_val), True, "harmless val")
+        for clean, prompts in ((self.harmful, "harmful val"), (self.harmless, "harmless val")):
+            error = clean.non_finite(prompts)
+            if error is not None:
+                raise error
         if self.options.pack_prompts:
             self._try_packing(harmful_val, harmless_val)
 
@@ -348,6 +381,11 @@ class ValidationForwards:
             return
         packed_harmful = self._clean_pass(harmful, self.harmful_logits, "harmful val, packed")
         packed_harmless = self._clean_pass(harmless, True, "harmless val, packed")
+        packed = (packed_harmful, packed_harmless)
+        if any(clean.non_finite("packed val") is not None for clean in packed):
+            # The padded pass is finite, so the packed layout itself broke something.
+            self.layout_note = "padded: packed clean pass is not finite"
+            return
         error = max(
             _relative_error(packed_harmful.last_readings, self.harmful.last_readings),
             _relative_error(packed_harmless.last_readings, self.harmless.last_readings),
