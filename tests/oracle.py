@@ -71,12 +71,26 @@ def _unit_mean(inputs: torch.Tensor, layers: Sequence[int], aggregation: str) ->
     return vector / vector.norm()
 
 
+def zero_directions(candidates: CandidateSet) -> torch.Tensor:
+    """``[P, L]`` bool: candidates whose direction is exactly zero (every intervention built from
+    one is the identity). The zero filter drops them, after the median-peak filter."""
+    n_pos, n_layers = candidates.n_positions, candidates.n_layers
+    return torch.tensor(
+        [
+            [not bool(candidates.direction(p - n_pos, layer).any()) for layer in range(n_layers)]
+            for p in range(n_pos)
+        ],
+        dtype=torch.bool,
+    ).reshape(n_pos, n_layers)
+
+
 @dataclass
 class OracleScores:
     s_comply: torch.Tensor  # [P, L]
     s_refuse: torch.Tensor
     kl: torch.Tensor
     prompt_forwards: int  # each a full forward with logits at every position
+    zero: torch.Tensor  # [P, L] bool: the direction is exactly zero
 
 
 def cosmic_oracle_scores(
@@ -121,13 +135,14 @@ def cosmic_oracle_scores(
                 (p_clean * (harmless_logprobs - harmless_removed_logprobs)).sum(-1).double().mean()
             )
             forwards += n_harmful + 2 * n_harmless
-    return OracleScores(s_comply, s_refuse, kl, forwards)
+    return OracleScores(s_comply, s_refuse, kl, forwards, zero_directions(candidates))
 
 
 def cosmic_oracle_pick(
     scores: OracleScores, *, prune_layer_fraction: float = 0.2, kl_threshold: float = 0.1
 ) -> tuple[int, int]:
-    """Filters in SPEC order (median peak for position -1, layer, KL, NaN), then the argmax."""
+    """Filters in SPEC order (median peak for position -1, zero direction, layer, KL, NaN), then
+    the argmax. The zero candidates' scores take part in the median-peak filter's peak layers."""
     s_comply, s_refuse = scores.s_comply, scores.s_refuse
     n_pos, n_layers = s_comply.shape
     keep = torch.ones(n_pos, n_layers, dtype=torch.bool)
@@ -141,6 +156,7 @@ def cosmic_oracle_pick(
         for layer in range(n_layers):
             if layer > m_abl and layer > m_add:
                 keep[-1, layer] = False
+    keep &= ~scores.zero
     keep[:, math.floor((1 - prune_layer_fraction) * n_layers + 1e-9) :] = False
     keep &= scores.kl <= kl_threshold
     score = s_comply + s_refuse
@@ -204,6 +220,7 @@ class RefusalScoreOracleResult:
     bypass: torch.Tensor  # [P, L]
     induce: torch.Tensor
     kl: torch.Tensor
+    zero: torch.Tensor  # [P, L] bool: the direction is exactly zero
 
 
 def refusal_score_oracle(
@@ -245,7 +262,7 @@ def refusal_score_oracle(
             bypass[p, layer] = log_odds(harmful_removed).mean()
             induce[p, layer] = log_odds(harmless_added).mean()
             kl[p, layer] = (clean.exp() * (clean - harmless_removed)).sum(-1).double().mean()
-    result = RefusalScoreOracleResult(0, 0, bypass, induce, kl)
+    result = RefusalScoreOracleResult(0, 0, bypass, induce, kl, zero_directions(candidates))
     return refusal_score_oracle_pick(
         result, prune_layer_fraction=prune_layer_fraction, kl_threshold=kl_threshold,
         induce_threshold=induce_threshold,
@@ -259,14 +276,16 @@ def refusal_score_oracle_pick(
     kl_threshold: float = 0.1,
     induce_threshold: float = 0.0,
 ) -> RefusalScoreOracleResult:
-    """SPEC §4's filters (layer, KL, induce) and ``argmin bypass`` over computed scores."""
+    """SPEC §4's filters (zero direction, layer, KL, induce) and ``argmin bypass`` over computed
+    scores."""
     n_pos, n_layers = scores.bypass.shape
-    keep = torch.ones(n_pos, n_layers, dtype=torch.bool)
+    keep = ~scores.zero
     keep[:, math.floor((1 - prune_layer_fraction) * n_layers + 1e-9) :] = False
     keep &= scores.kl <= kl_threshold
     keep &= scores.induce >= induce_threshold
     masked = torch.where(keep, scores.bypass, torch.tensor(math.inf, dtype=torch.float64))
     flat = int(masked.argmin())
     return RefusalScoreOracleResult(
-        flat // n_layers - n_pos, flat % n_layers, scores.bypass, scores.induce, scores.kl
-    )
+        flat // n_layers - n_pos, flat % n_layers, scores.bypass, scores.induce, scores.kl,
+        scores.zero,
+    )  # fmt: skip

@@ -246,7 +246,7 @@ def test_compare_reports_a_method_that_selects_nothing(model_dir, tmp_path, caps
     stored = json.loads((out / "selection-refusal-score-lce.json").read_text())
     assert "--induce-threshold" in stored["error"]
     statuses = {c["status"] for c in stored["candidates"]}
-    assert stored["candidates"] and statuses <= {"layer", "induce"}
+    assert stored["candidates"] and statuses <= {"zero", "layer", "induce"}
     # Resuming the finished-but-failed method reuses the stored failure instead of re-running it.
     (out / "comparison.json").unlink()
     code, _, err = _run(
@@ -268,7 +268,9 @@ def test_refusal_substring_selector(model_dir, tmp_path, capsys):
     record = json.loads((out / "selection.json").read_text())
     assert record["method"] == "refusal-substring" and record["max_new_tokens"] == 8
     assert record["induce_rate_threshold"] == pytest.approx(0.0)
-    scored = [c for c in record["candidates"] if c["status"] != "layer"]
+    # The zero and layer filters' candidates are never scored (nor generated for).
+    scored = [c for c in record["candidates"] if c["status"] not in ("zero", "layer")]
+    assert any(c["status"] == "zero" for c in record["candidates"])
     assert all(0.0 <= c["bypass"] <= 1.0 and 0.0 <= c["induce"] <= 1.0 for c in scored)
     # argmin bypass among the survivors; ties go to the earlier layer, then the earlier position.
     best = min(scored, key=lambda c: (c["bypass"], c["layer"], c["position"]))

@@ -1,5 +1,5 @@
-"""Edge cases handled by design, not crashes: few layers, one post-instruction token, every
-candidate filtered, and NaN activations, on tiny random models (tests/tiny.py)."""
+"""Edge cases handled by design, not crashes: few layers, zero directions, one post-instruction
+token, every candidate filtered, and NaN activations, on tiny random models (tests/tiny.py)."""
 
 from __future__ import annotations
 
@@ -67,16 +67,28 @@ def _cosmic(
     return _engine(adapter, data, settings).run()
 
 
-def _assert_valid_pick(outcome: SelectionOutcome, settings: CosmicSettings, n_layers: int) -> None:
-    """The pick passed every filter, and every candidate the layer filter drops is marked so."""
-    cutoff = settings.max_layer(n_layers)
+def _assert_valid_pick(
+    outcome: SelectionOutcome, settings: CosmicSettings, candidates: CandidateSet
+) -> None:
+    """The pick passed every filter, and every candidate the zero or layer filter drops is
+    marked so."""
+    cutoff = settings.max_layer(candidates.n_layers)
+    zero = identity_candidates(candidates)
     pick = outcome.selected
     assert [r for r in outcome.records if r.status == "selected"] == [pick]
     assert pick.layer < cutoff and pick.kl <= settings.kl_threshold
     assert math.isfinite(pick.score)
+    assert bool(candidates.direction(pick.position, pick.layer).any())
     for record in outcome.records:
-        if record.layer >= cutoff:
+        if zero[record.position, record.layer]:
+            assert record.status in ("zero", "median_peak")
+        elif record.layer >= cutoff:
             assert record.status in ("layer", "median_peak")
+
+
+# Every real candidate of a tiny random model moves the next-token distribution by more than the
+# default KL threshold (0.1): tests that need a pick allow any drift.
+ANY_KL = math.inf
 
 
 # --- models with fewer than 10 layers ------------------------------------------------------------
@@ -119,36 +131,73 @@ def test_l_low_note_counts_the_layers_the_second_half_really_has() -> None:
     assert chosen.note == "the 3 least similar of 3 layers (second half only)"
 
 
-@pytest.mark.parametrize("n_layers", [2, 3])
-def test_cosmic_selects_on_a_model_with_few_layers(n_layers: int) -> None:
-    """⌊0.8·L⌋ keeps layer 0 (L = 2) or layers 0-1 (L = 3)."""
-    adapter = make_adapter("llama", n_layers=n_layers)
+def test_cosmic_selects_on_a_model_with_three_layers() -> None:
+    """⌊0.8·3⌋ = 2 keeps layers 0-1; layer 0 is all zero directions, so the pick is at layer 1."""
+    adapter = make_adapter("llama", n_layers=3)
     data = _data(adapter)
-    settings = CosmicSettings()
+    settings = CosmicSettings(kl_threshold=ANY_KL)
     outcome = _cosmic(adapter, data, settings)
-    assert outcome.n_candidates == data[0].n_positions * n_layers
-    _assert_valid_pick(outcome, settings, n_layers)
-    if n_layers == 2:
-        # Layer 0 reads the same template-token embedding in every prompt, so each of its
-        # directions is exactly zero: the only pick left is an intervention that does nothing.
-        # SPEC §3 has no filter for that; the pick passes all the filters it has.
-        pick = outcome.selected
-        assert pick.layer == 0 and identity_candidates(data[0])[pick.position, 0]
+    assert outcome.n_candidates == data[0].n_positions * 3
+    _assert_valid_pick(outcome, settings, data[0])
+    assert outcome.selected.layer == 1
 
 
-def test_one_layer_model_names_the_layer_filter_and_its_option() -> None:
-    """⌊0.8·1⌋ = 0: the layer filter drops every candidate of a one-layer model."""
+def test_two_layer_model_names_the_zero_and_layer_filters() -> None:
+    """⌊0.8·2⌋ = 1 keeps layer 0 only, and layer 0 reads the same template-token embedding in
+    every prompt: each of its directions is exactly zero, an intervention that does nothing. The
+    zero filter drops them (they would pass every filter of SPEC §3, with KL 0), the layer filter
+    drops layer 1, and the message names the option that gives layer 1 back."""
+    adapter = make_adapter("llama", n_layers=2)
+    data = _data(adapter)
+    n_positions = data[0].n_positions
+    assert identity_candidates(data[0])[:, 0].all()
+    with pytest.raises(NothingSelected) as info:
+        _cosmic(adapter, data, CosmicSettings(kl_threshold=ANY_KL))
+    message = str(info.value)
+    statuses = [c.status for c in info.value.candidates]
+    assert statuses.count("zero") == n_positions  # layer 0
+    assert statuses.count("layer") + statuses.count("median_peak") == n_positions  # layer 1
+    assert f"zero: {n_positions}, layer: {statuses.count('layer')})" in message
+    assert "the layer filter removed the most besides the zero filter" in message
+    assert message.endswith("--prune-layer-fraction")
+    # With no layer pruned, the pick is a real direction at layer 1.
+    settings = CosmicSettings(kl_threshold=ANY_KL, prune_layer_fraction=0.0)
+    outcome = _cosmic(adapter, data, settings)
+    _assert_valid_pick(outcome, settings, data[0])
+    assert outcome.selected.layer == 1
+
+
+def test_one_layer_model_names_the_zero_filter() -> None:
+    """A one-layer model has only layer 0, whose directions are all exactly zero: the zero filter
+    (which runs before the layer filter, ⌊0.8·1⌋ = 0) drops every candidate and says why."""
     adapter = make_adapter("llama", n_layers=1)
     data = _data(adapter)
     n_positions = data[0].n_positions
+    for settings in (CosmicSettings(), CosmicSettings(prune_layer_fraction=0.0)):
+        with pytest.raises(NothingSelected) as info:
+            _cosmic(adapter, data, settings)
+        message = str(info.value)
+        counts = f"{n_positions} candidates was filtered out (zero: {n_positions})"
+        assert counts in message
+        assert "the zero filter removed the most — their directions are exactly zero" in message
+        assert {c.status for c in info.value.candidates} == {"zero"}
+
+
+def test_kl_threshold_0_leaves_no_candidate() -> None:
+    """Every real direction changes the next-token distribution (KL > 0); only the zero
+    directions have KL 0, and the zero filter drops them: nothing is selected and the message
+    names the KL filter (a zero direction used to be the pick)."""
+    adapter = make_adapter("llama", n_layers=4)
+    data = _data(adapter)
     with pytest.raises(NothingSelected) as info:
-        _cosmic(adapter, data, CosmicSettings())
+        _cosmic(adapter, data, CosmicSettings(kl_threshold=0.0))
     message = str(info.value)
-    counts = f"{n_positions} candidates was filtered out (layer: {n_positions})"
-    assert counts in message
-    assert "the layer filter removed the most" in message
-    assert "--prune-layer-fraction" in message
-    assert {c.status for c in info.value.candidates} == {"layer"}
+    statuses = [c.status for c in info.value.candidates]
+    assert "selected" not in statuses and statuses.count("zero") == data[0].n_positions
+    assert f"kl: {statuses.count('kl')}" in message and statuses.count("kl") > 0
+    assert "the kl filter removed the most — " in message and "--kl-threshold" in message
+    # Every real candidate the lazy KL pass reached moved the distribution.
+    assert all(c.kl > 0 for c in info.value.candidates if c.status == "kl")
 
 
 # --- one post-instruction token ------------------------------------------------------------------
@@ -159,12 +208,14 @@ def test_one_post_instruction_token_skips_the_median_peak_filter() -> None:
     adapter.tokenizer.chat_template = ONE_TOKEN_SUFFIX_TEMPLATE
     chat = build_chat_format(adapter.tokenizer)
     assert chat.n_post_instruction == 1 and chat.suffix_text == "<|im_end|>"
-    settings = CosmicSettings()  # the median-peak filter is on, and must step aside at P = 1
-    outcome = _cosmic(adapter, _data(adapter), settings)
+    # The median-peak filter is on, and must step aside at P = 1.
+    settings = CosmicSettings(kl_threshold=ANY_KL)
+    data = _data(adapter)
+    outcome = _cosmic(adapter, data, settings)
     assert outcome.median_layers == {"ablation": None, "addition": None}
     assert [(r.position, r.layer) for r in outcome.records] == [(-1, layer) for layer in range(4)]
     assert not any(r.status == "median_peak" for r in outcome.records)
-    _assert_valid_pick(outcome, settings, 4)
+    _assert_valid_pick(outcome, settings, data[0])
 
 
 # --- every candidate filtered --------------------------------------------------------------------
@@ -325,11 +376,11 @@ def test_a_non_finite_packed_pass_falls_back_to_padding() -> None:
 
     handle = adapter.layers[1].register_forward_pre_hook(nan_in_single_rows, with_kwargs=True)
     try:
-        engine = _engine(adapter, data, CosmicSettings())
+        engine = _engine(adapter, data, CosmicSettings(kl_threshold=ANY_KL))
         outcome = engine.run()
     finally:
         handle.remove()
     assert engine.forwards.layout == "padded"
     assert engine.forwards.layout_note == "padded: packed clean pass is not finite"
     assert not any(r.status == "nan" for r in outcome.records)
-    assert math.isfinite(outcome.selected.score)
+    assert math.isfinite(outcome.selected.score) and outcome.selected.status == "selected"

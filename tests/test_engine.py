@@ -88,9 +88,10 @@ def oracle_scores(setup):
 def test_engine_matches_oracle(setup, oracle_scores, steering, l_low, options):
     adapter, candidates, harmful_val, harmless_val = setup
     oracle = oracle_scores(steering, l_low)
-    # A threshold that rejects the best-scoring candidates exercises the lazy KL order.
+    # A threshold that rejects the best-scoring candidates exercises the lazy KL order (the zero
+    # directions, KL 0, are dropped before it by both).
     cutoff = math.floor(0.8 * N_LAYERS)
-    allowed = oracle.kl[:, :cutoff].flatten().sort().values
+    allowed = oracle.kl[:, :cutoff][~oracle.zero[:, :cutoff]].sort().values
     threshold = float(allowed[len(allowed) // 2 - 1 : len(allowed) // 2 + 1].mean())
     pick = cosmic_oracle_pick(oracle, kl_threshold=threshold)
     settings = CosmicSettings(steering=steering, kl_threshold=threshold)
@@ -111,6 +112,7 @@ def test_engine_matches_oracle(setup, oracle_scores, steering, l_low, options):
         if not math.isnan(record.kl):
             assert record.kl == pytest.approx(float(oracle.kl[p, l]), rel=1e-4, abs=1e-6)
     assert outcome.selected.kl <= threshold
+    assert [r.status == "zero" for r in outcome.records] == oracle.zero.flatten().tolist()
     # The engine does strictly less work than the oracle's full forwards.
     oracle_blocks = oracle.prompt_forwards * N_LAYERS
     assert engine.work.block_forwards < oracle_blocks
@@ -164,10 +166,11 @@ def test_refusal_score_engine_matches_oracle(setup, steering):
         kl_threshold=1e9, induce_threshold=-1e9,
     )  # fmt: skip
     cutoff = math.floor(0.8 * N_LAYERS)
+    real = ~scores.zero[:, :cutoff]  # the zero directions are dropped first, and not scored
     # Thresholds halfway between two observed values, so float noise cannot flip a decision.
-    induces = scores.induce[:, :cutoff].flatten().sort().values
+    induces = scores.induce[:, :cutoff][real].sort().values
     induce_threshold = float(induces[len(induces) // 2 - 1 : len(induces) // 2 + 1].mean())
-    kls = scores.kl[:, :cutoff].flatten().sort().values
+    kls = scores.kl[:, :cutoff][real].sort().values
     kl_threshold = float(kls[-4:-2].mean())
     oracle = refusal_score_oracle_pick(
         scores, kl_threshold=kl_threshold, induce_threshold=induce_threshold
@@ -184,6 +187,9 @@ def test_refusal_score_engine_matches_oracle(setup, steering):
         assert selected == (oracle.position, oracle.layer)
         for record in outcome.records:
             p, l = record.position, record.layer
+            if scores.zero[p, l]:
+                assert record.status == "zero" and math.isnan(record.bypass)
+                continue
             if l >= cutoff:
                 assert record.status == "layer" and math.isnan(record.bypass)
                 continue
@@ -240,7 +246,8 @@ def test_packed_rows_give_the_padded_activations(family):
 
 def test_zero_directions_are_scored_from_the_clean_pass(setup):
     """Layer 0 at the post-instruction tokens reads the same embedding for every prompt, so its
-    direction is exactly zero: its interventions are identities and its scores the clean ones."""
+    direction is exactly zero: its interventions are identities and its scores the clean ones
+    (the median-peak filter reads them), and the zero filter drops it."""
     adapter, candidates, harmful_val, harmless_val = setup
     identity = identity_candidates(candidates)
     assert identity[:, 0].all() and not identity[:, 1:].any()
@@ -250,3 +257,8 @@ def test_zero_directions_are_scored_from_the_clean_pass(setup):
     clean = cosine(engine.harmful_baseline, engine.harmless_baseline)
     assert (s_comply[:, 0] == clean).all() and (s_refuse[:, 0] == clean).all()
     assert engine.kl(-1, 0) == 0.0
+    # They cannot be a refusal direction: the zero filter drops them, whatever their scores.
+    settings = CosmicSettings(kl_threshold=math.inf)
+    outcome = CosmicEngine(adapter, candidates, layers, settings, harmful_val, harmless_val).run()
+    assert [r.status == "zero" for r in outcome.records] == identity.flatten().tolist()
+    assert outcome.selected.layer > 0

@@ -1,4 +1,4 @@
-"""COSMIC's pure selection step (SPEC §3): evaluation layers and the candidate filters."""
+"""The pure selection steps (SPEC §3-4): evaluation layers and the candidate filters."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from refusalkit.selection.cosmic import (
     peak_layers,
     select,
 )
+from refusalkit.selection.filters import NothingSelected
+from refusalkit.selection.refusal_score import RefusalScoreSettings, select_by_refusal_score
 
 NAN = math.nan
 
@@ -234,6 +236,118 @@ def test_outcome_records_cover_every_candidate_in_order() -> None:
     ]
     record = outcome.records[0]
     assert record.as_dict()["score"] == pytest.approx(record.s_comply + record.s_refuse)
+
+
+# --- zero filter ---------------------------------------------------------------------------------
+
+
+def _layer_0_zero(n_positions: int, n_layers: int) -> torch.Tensor:
+    """The zero mask of a real model: layer 0 at every post-instruction position."""
+    zero = torch.zeros(n_positions, n_layers, dtype=torch.bool)
+    zero[:, 0] = True
+    return zero
+
+
+def test_zero_candidates_are_never_picked_even_with_the_best_score() -> None:
+    comply, refuse = _scores(2, 10)
+    comply[:, 0] = refuse[:, 0] = 5.0  # the best scores, at the zero directions (KL 0 passes)
+    comply[1, 3] = refuse[1, 3] = 1.0
+    kl = KL()
+    settings = CosmicSettings(median_peak_filter=False)
+    outcome = select(comply, refuse, settings, kl, zero=_layer_0_zero(2, 10))
+    assert (outcome.selected.position, outcome.selected.layer) == (-1, 3)
+    assert _status(outcome, -2, 0) == "zero" and _status(outcome, -1, 0) == "zero"
+    assert kl.calls == [(-1, 3)]  # KL is never asked of a zero candidate
+    assert all(math.isnan(r.kl) for r in outcome.records if r.status == "zero")
+    # Only the zero filter's candidates differ from the run without it.
+    assert outcome.n_kept == 2 * 8 - 2
+    plain = select(comply, refuse, settings, KL())
+    assert (plain.selected.position, plain.selected.layer) == (-2, 0)
+    assert plain.n_kept == 2 * 8
+
+
+def test_zero_candidates_still_count_for_the_median_peak_filter() -> None:
+    """The zero candidates' scores are real (the clean ones): position -2 peaks at its zero
+    candidate, layer 0, so both medians are 0 and the median-peak filter drops position -1's
+    layers 1-9, as it does without the zero filter."""
+    comply, refuse = _scores(2, 10)
+    comply[0, 0] = refuse[0, 0] = 5.0
+    zero = _layer_0_zero(2, 10)
+    outcome = select(comply, refuse, CosmicSettings(), KL(), zero=zero)
+    assert outcome.median_layers == {"ablation": 0, "addition": 0}
+    assert [r.layer for r in outcome.records if r.status == "median_peak"] == list(range(1, 10))
+    assert (outcome.selected.position, outcome.selected.layer) == (-2, 7)
+    with pytest.raises(NothingSelected) as info:
+        select(comply, refuse, CosmicSettings(), KL(default=1.0), zero=zero)
+    message = str(info.value)
+    assert "(median_peak: 9, zero: 2, layer: 2, kl: 7)" in message
+    assert "the median_peak filter removed the most" in message
+
+
+def test_zero_filter_runs_before_the_layer_filter() -> None:
+    """On a one-layer model every candidate is a zero direction at layer 0 ≥ ⌊0.8·1⌋ = 0: the
+    zero filter names the real reason (no later layer could help)."""
+    comply, refuse = _scores(3, 1)
+    with pytest.raises(NothingSelected) as info:
+        select(comply, refuse, CosmicSettings(), KL(), zero=_layer_0_zero(3, 1))
+    message = str(info.value)
+    assert "filtered out (zero: 3)" in message
+    assert "the zero filter removed the most — their directions are exactly zero" in message
+    assert "besides" not in message
+    assert {c.status for c in info.value.candidates} == {"zero"}
+
+
+def test_zero_and_layer_filters_on_a_two_layer_model() -> None:
+    """⌊0.8·2⌋ = 1: the layer filter drops layer 1, the zero filter layer 0. No option relaxes
+    the zero filter, so the message gives both counts, explains the zero filter and names the
+    layer filter's option, which gives layer 1 back; with it, the KL filter is the one named."""
+    comply, refuse = _scores(3, 2)
+    zero = _layer_0_zero(3, 2)
+    with pytest.raises(NothingSelected) as info:
+        select(comply, refuse, CosmicSettings(median_peak_filter=False), KL(), zero=zero)
+    message = str(info.value)
+    assert "(zero: 3, layer: 3)" in message
+    besides = "the layer filter removed the most besides the zero filter, whose directions are "
+    assert besides + "exactly zero" in message
+    assert message.endswith("— keep later layers with a smaller --prune-layer-fraction")
+    settings = CosmicSettings(median_peak_filter=False, prune_layer_fraction=0.0)
+    outcome = select(comply, refuse, settings, KL(), zero=zero)
+    assert outcome.selected.layer == 1
+    with pytest.raises(NothingSelected) as info:
+        select(comply, refuse, settings, KL(default=1.0), zero=zero)
+    message = str(info.value)
+    assert "(zero: 3, kl: 3)" in message
+    assert "the kl filter removed the most besides the zero filter" in message
+    assert message.endswith("— allow more drift with a larger --kl-threshold")
+
+
+def test_zero_mask_must_match_the_scores() -> None:
+    comply, refuse = _scores(2, 10)
+    with pytest.raises(RefusalkitError, match="zero-direction mask of shape"):
+        select(comply, refuse, CosmicSettings(), KL(), zero=_layer_0_zero(2, 9))
+
+
+def test_refusal_score_selection_never_picks_a_zero_candidate() -> None:
+    """The output-based selectors do not score zero directions (NaN): the zero filter, not the
+    NaN filter, drops them, and a zero candidate with a real best score is not picked either."""
+    bypass = torch.arange(20, dtype=torch.float64).reshape(2, 10)
+    induce = torch.ones(2, 10, dtype=torch.float64)
+    bypass[0, 0] = induce[0, 0] = NAN  # not scored
+    bypass[1, 0] = -100.0  # the best bypass, at a zero direction
+    zero = _layer_0_zero(2, 10)
+    kl = KL()
+    outcome = select_by_refusal_score(bypass, induce, RefusalScoreSettings(), kl, zero=zero)
+    assert (outcome.selected.position, outcome.selected.layer) == (-2, 1)
+    assert kl.calls == [(-2, 1)]
+    statuses = {(r.position, r.layer): r.status for r in outcome.records}
+    assert statuses[(-2, 0)] == statuses[(-1, 0)] == "zero"
+    assert "nan" not in statuses.values()
+    # Every real candidate over the KL threshold: the KL filter is named, not a zero pick.
+    with pytest.raises(NothingSelected) as info:
+        select_by_refusal_score(bypass, induce, RefusalScoreSettings(), KL(default=1.0), zero=zero)
+    message = str(info.value)
+    assert "(zero: 2, layer: 4, kl: 14)" in message
+    assert "the kl filter removed the most" in message
 
 
 # --- nothing survives ----------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from refusalkit.report import svg
 from refusalkit.report.svg import escape_text as _e
 
 # Candidate statuses that mean "removed by a filter" (hatched in the heatmaps).
-_FILTERED = frozenset({"median_peak", "layer", "nan", "induce", "kl"})
+_FILTERED = frozenset({"median_peak", "zero", "layer", "nan", "induce", "kl"})
 # Per-candidate metrics to plot, with titles saying which direction is good.
 # (key, title, higher is better)
 _COSMIC_METRICS = (
@@ -440,9 +440,9 @@ def _selection_plots(selection: Mapping[str, Any], fallback_tokens: Sequence[Any
     counts = ", ".join(f"{_e(k)} {v}" for k, v in sorted(statuses.items()))
     return (
         f'<p class="note">Candidates by status: {counts}. Hatched cells were removed by a filter '
-        "(median-peak, layer, NaN, induce or KL); grey cells have no value (KL is only computed "
-        "for candidates the lazy KL filter reached). Rows are post-instruction positions with "
-        "their tokens.</p>" + '<div class="plots">' + "".join(charts) + "</div>"
+        "(median-peak, zero direction, layer, NaN, induce or KL); grey cells have no value (KL "
+        "is only computed for candidates the lazy KL filter reached). Rows are post-instruction "
+        "positions with their tokens.</p>" + '<div class="plots">' + "".join(charts) + "</div>"
     )
 
 

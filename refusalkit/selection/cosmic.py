@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from refusalkit.errors import RefusalkitError
-from refusalkit.selection.filters import all_filtered, first_within_kl
+from refusalkit.selection.filters import ZERO, ZERO_HINT, all_filtered, first_within_kl, zero_mask
 
 
 @dataclass(frozen=True)
@@ -94,8 +94,10 @@ def aggregate(per_layer_means: torch.Tensor, aggregation: str) -> torch.Tensor:
     return vector / vector.norm().clamp_min(1e-30)
 
 
+# In the order the filters run; on a tie the earlier filter is named.
 FILTER_HINTS = {
     "median_peak": "disable the median-peak filter with --no-median-peak-filter",
+    ZERO: ZERO_HINT,
     "layer": "keep later layers with a smaller --prune-layer-fraction",
     "kl": "allow more drift with a larger --kl-threshold",
     "nan": "scores were NaN: check the model's activations (try --dtype float32)",
@@ -109,7 +111,7 @@ class CandidateRecord:
     s_comply: float
     s_refuse: float
     kl: float = math.nan
-    status: str = "kept"  # kept | selected | median_peak | layer | nan | kl | not_needed
+    status: str = "kept"  # kept | selected | median_peak | zero | layer | nan | kl | not_needed
 
     @property
     def score(self) -> float:
@@ -139,8 +141,8 @@ class SelectionOutcome:
 
     @property
     def n_kept(self) -> int:
-        """Candidates that survive the median-peak, layer and NaN filters (the KL threshold is
-        checked lazily in score order, so only up to the pick)."""
+        """Candidates that survive the median-peak, zero, layer and NaN filters (the KL threshold
+        is checked lazily in score order, so only up to the pick)."""
         return sum(r.status in ("kept", "selected", "kl", "not_needed") for r in self.records)
 
     def ranking(self) -> list[CandidateRecord]:
@@ -162,12 +164,20 @@ def select(
     s_refuse: torch.Tensor,
     settings: CosmicSettings,
     kl_of: Callable[[int, int], float],
+    *,
+    zero: torch.Tensor | None = None,
 ) -> SelectionOutcome:
     """Apply the filters of SPEC §3 in order and pick ``argmax(S_refuse + S_comply)``.
 
     ``s_comply``/``s_refuse`` are ``[P, L]`` with NaN where a candidate was not scored (only
     candidates the layer filter drops may be unscored). ``kl_of(position, layer)`` is called lazily
     in descending score order until a candidate passes the KL threshold.
+
+    ``zero`` (``[P, L]`` bool, None for none) marks candidates whose direction is exactly zero:
+    every intervention built from them is the identity, so they cannot be a refusal direction,
+    yet with their clean scores and KL 0 they would pass every filter of SPEC §3. The zero filter
+    drops them after the median-peak filter (whose peak layers still see their scores, which are
+    real: the clean ones) and before the layer, NaN and KL filters.
     """
     n_positions, n_layers = s_comply.shape
     records = {
@@ -185,6 +195,10 @@ def select(
         for l in range(n_layers):
             if l > m_abl and l > m_add:
                 records[(-1, l)].status = "median_peak"
+    zero = zero_mask(zero, n_positions, n_layers)
+    for (position, l), record in records.items():
+        if record.status == "kept" and bool(zero[position, l]):
+            record.status = ZERO
     cutoff = settings.max_layer(n_layers)
     for (_, l), record in records.items():
         if record.status == "kept" and l >= cutoff:

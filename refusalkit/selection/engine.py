@@ -21,8 +21,10 @@ Work is limited to what the answer needs (SPEC §10), and every shortcut is exac
 - the last block a forward runs computes its MLP only at the tokens read afterwards (the prompts'
   last tokens), since nothing reads the others (``forward(..., sparse_last_block=True)``);
 - candidates whose direction is exactly zero (layer 0 at the post-instruction tokens: the same
-  token embedding for every prompt) make identity interventions: they get the clean scores
-  without a forward, which also keeps their exact ties with the clean readings.
+  token embedding for every prompt) make identity interventions, and the zero filter drops them.
+  COSMIC still needs their scores (the median-peak filter reads every layer of the other
+  positions): they get the clean ones without a forward, which also keeps their exact ties with
+  the clean readings. The output-based selectors do not score them at all.
 
 On CPU a forward is compute-bound, so the wall time follows the token-block count
 (``WorkCounter.token_blocks``); ``benchmarks/selection.py`` measures the shortcuts.
@@ -348,17 +350,15 @@ class ValidationForwards:
         cache_up_to: int,
         read_layers: Sequence[int] = (),
         options: EngineOptions | None = None,
-        harmful_logits: bool = False,
     ) -> None:
         self.adapter = adapter
-        self.harmful_logits = harmful_logits
         self.options = options or EngineOptions()
         self.read_layers = list(read_layers)
         top = max([cache_up_to, *self.read_layers])
         self.cache_layers = list(range(min(adapter.n_layers, top + 1)))
         self.work = WorkCounter()
         self.layout, self.layout_note = "padded", "packing off"
-        self.harmful = self._clean_pass(padded_chunks(harmful_val), harmful_logits, "harmful val")
+        self.harmful = self._clean_pass(padded_chunks(harmful_val), False, "harmful val")
         self.harmless = self._clean_pass(padded_chunks(harmless_val), True, "harmless val")
         for clean, prompts in ((self.harmful, "harmful val"), (self.harmless, "harmless val")):
             error = clean.non_finite(prompts)
@@ -379,7 +379,7 @@ class ValidationForwards:
         if blocker is not None:
             self.layout_note = f"padded: {blocker}"
             return
-        packed_harmful = self._clean_pass(harmful, self.harmful_logits, "harmful val, packed")
+        packed_harmful = self._clean_pass(harmful, False, "harmful val, packed")
         packed_harmless = self._clean_pass(harmless, True, "harmless val, packed")
         packed = (packed_harmful, packed_harmless)
         if any(clean.non_finite("packed val") is not None for clean in packed):
@@ -550,9 +550,10 @@ def identity_candidates(candidates: CandidateSet) -> torch.Tensor:
     """``[P, L]``: candidates whose direction is exactly zero, so that every intervention built
     from them is the identity (``unit(0) = 0``) and their scores are the clean ones, exactly as a
     forward would give them. Layer 0 at the post-instruction positions is always such a candidate:
-    its input is the same token embedding for every prompt. Scoring them from the clean pass saves
-    the forwards and, more importantly, keeps their exact ties with the clean readings (the
-    median-peak filter's argmax breaks ties by layer)."""
+    its input is the same token embedding for every prompt. They cannot be a refusal direction:
+    this is the zero filter's mask (``select(..., zero=)``). COSMIC scores them from the clean
+    pass, which saves the forwards and, more importantly, keeps their exact ties with the clean
+    readings (the median-peak filter's argmax breaks ties by layer)."""
     return (candidates.directions == 0).all(-1)
 
 
@@ -668,7 +669,7 @@ class CosmicEngine:
 
     def run(self) -> SelectionOutcome:
         s_comply, s_refuse = self.score_all()
-        return select(s_comply, s_refuse, self.settings, self.kl)
+        return select(s_comply, s_refuse, self.settings, self.kl, zero=self.identity)
 
 
 # -- output-based selection -------------------------------------------------------------------
@@ -691,22 +692,13 @@ class RefusalScoreEngine:
         self.candidates = candidates
         self.settings = settings
         self.tokens = tokens
+        # Zero directions: dropped by the zero filter, so never scored.
         self.identity = identity_candidates(candidates)
-        # Harmful clean logits give the bypass score of identity candidates.
         self.forwards = ValidationForwards(
             adapter, harmful_val, harmless_val,
             cache_up_to=max(0, settings.max_layer(adapter.n_layers) - 1), options=options,
-            harmful_logits=bool(self.identity.any()),
         )  # fmt: skip
         self.work = self.forwards.work
-
-    def _clean_score(self, clean: CleanPass) -> float:
-        assert clean.last_logprobs is not None
-        total = sum(
-            float(refusal_log_odds(logprobs, self.tokens.ids).sum())
-            for logprobs in clean.last_logprobs
-        )
-        return total / clean.n_prompts
 
     def _mean_scores(self, clean: CleanPass, edits: RowEdits, kind: str) -> list[float]:
         total = torch.zeros(edits.copies, dtype=torch.float64)
@@ -739,13 +731,11 @@ class RefusalScoreEngine:
         n_positions, n_layers = self.candidates.n_positions, self.candidates.n_layers
         bypass = torch.full((n_positions, n_layers), math.nan, dtype=torch.float64)
         induce = torch.full((n_positions, n_layers), math.nan, dtype=torch.float64)
-        cutoff = self.settings.max_layer(n_layers)  # later candidates are dropped: never scored
-        todo = [(p, l) for p in range(-n_positions, 0) for l in range(cutoff)]
-        for p, l in todo:
-            if self.identity[p, l]:
-                bypass[p, l] = self._clean_score(self.forwards.harmful)
-                induce[p, l] = self._clean_score(self.forwards.harmless)
-        live = [c for c in todo if not self.identity[c]]
+        # Candidates the zero and layer filters drop are never scored.
+        cutoff = self.settings.max_layer(n_layers)
+        live = [
+            (p, l) for p in range(-n_positions, 0) for l in range(cutoff) if not self.identity[p, l]
+        ]
         forwards = self.forwards
         removals = grouped(
             live, removal_start(self.settings.steering),
@@ -757,4 +747,4 @@ class RefusalScoreEngine:
         fill_scores(bypass, removals, self._bypass, progress)
         fill_scores(induce, additions, self._induce, progress)
         progress.close()
-        return select_by_refusal_score(bypass, induce, self.settings, self.kl)
+        return select_by_refusal_score(bypass, induce, self.settings, self.kl, zero=self.identity)

@@ -16,7 +16,7 @@ import torch
 
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.judges import REFUSAL_PHRASES
-from refusalkit.selection.filters import all_filtered, first_within_kl
+from refusalkit.selection.filters import ZERO, ZERO_HINT, all_filtered, first_within_kl, zero_mask
 
 EPSILON = 1e-8
 
@@ -67,7 +67,7 @@ class RefusalScoreRecord:
     bypass: float  # mean refusal score on harmful val under removal (lower is better)
     induce: float  # mean refusal score on harmless val under addition
     kl: float = math.nan
-    status: str = "kept"  # selected | layer | induce | nan | kl | not_needed
+    status: str = "kept"  # selected | zero | layer | nan | induce | kl | not_needed
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -79,7 +79,9 @@ class RefusalScoreOutcome:
     records: list[RefusalScoreRecord] = field(default_factory=list)
 
 
+# In the order the filters run; on a tie the earlier filter is named.
 FILTER_HINTS = {
+    ZERO: ZERO_HINT,
     "layer": "keep later layers with a smaller --prune-layer-fraction",
     "induce": "no candidate raised the refusal-token log-odds on harmless prompts to "
     "--induce-threshold; lower it, or use COSMIC, which needs no refusal tokens",
@@ -93,17 +95,29 @@ def select_by_refusal_score(
     induce: torch.Tensor,
     settings: RefusalScoreSettings,
     kl_of: Callable[[int, int], float],
+    *,
+    zero: torch.Tensor | None = None,
 ) -> RefusalScoreOutcome:
-    """Filters (layer, induce, NaN, then KL lazily in ascending-bypass order); ``argmin bypass``."""
+    """Filters (zero, layer, NaN, induce, then KL lazily in ascending-bypass order);
+    ``argmin bypass``.
+
+    ``zero`` (``[P, L]`` bool, None for none) marks candidates whose direction is exactly zero:
+    their interventions are identities, so they cannot be a refusal direction (with KL 0 they
+    would pass every other filter). Their scores may be NaN (not computed): the zero filter runs
+    first.
+    """
     n_positions, n_layers = bypass.shape
     records = [
         RefusalScoreRecord(p - n_positions, l, float(bypass[p, l]), float(induce[p, l]))
         for p in range(n_positions)
         for l in range(n_layers)
     ]
+    zero = zero_mask(zero, n_positions, n_layers)
     cutoff = settings.max_layer(n_layers)
     for record in records:
-        if record.layer >= cutoff:
+        if bool(zero[record.position, record.layer]):
+            record.status = ZERO
+        elif record.layer >= cutoff:
             record.status = "layer"
         elif math.isnan(record.bypass) or math.isnan(record.induce):
             record.status = "nan"

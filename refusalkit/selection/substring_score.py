@@ -3,7 +3,7 @@ substring-judged refusal rate of short greedy generations instead of the refusal
 
 ``bypass`` = refusal rate on harmful validation prompts under removal, ``induce`` = refusal rate on
 harmless validation prompts under addition. The filters and the choice are the log-odds
-selector's (:func:`select_by_refusal_score`: layer filter, induce filter, lazy KL,
+selector's (:func:`select_by_refusal_score`: zero, layer and induce filters, lazy KL,
 ``argmin bypass``; ties go to the earlier layer, then the earlier position). The induce threshold
 keeps its log-odds meaning: a rate ``r`` passes when ``log(r / (1 − r)) ≥ threshold``, i.e.
 ``r ≥ sigmoid(threshold)`` — the default 0 asks, as the log-odds filter does, that addition makes
@@ -30,7 +30,7 @@ from refusalkit.models.adapter import ModelAdapter
 from refusalkit.progress import bar
 from refusalkit.prompts.chat import ChatFormat
 from refusalkit.prompts.datasets import Prompt
-from refusalkit.selection.engine import addition, removal
+from refusalkit.selection.engine import addition, identity_candidates, removal
 from refusalkit.selection.refusal_score import (
     RefusalScoreOutcome,
     RefusalScoreSettings,
@@ -92,8 +92,10 @@ class SubstringScoreEngine:
         n_positions, n_layers = self.candidates.n_positions, self.candidates.n_layers
         bypass = torch.full((n_positions, n_layers), math.nan, dtype=torch.float64)
         induce = torch.full((n_positions, n_layers), math.nan, dtype=torch.float64)
-        cutoff = self.settings.max_layer(n_layers)  # later candidates are dropped: never scored
-        todo = [(p, l) for p in range(-n_positions, 0) for l in range(cutoff)]
+        # Candidates the zero and layer filters drop are never scored (nor generated for).
+        zero = identity_candidates(self.candidates)
+        cutoff = self.settings.max_layer(n_layers)
+        todo = [(p, l) for p in range(-n_positions, 0) for l in range(cutoff) if not zero[p, l]]
         steering = self.settings.steering
         progress = bar(f"refusal-substring-{steering.upper()} scoring", len(todo))
         for position, layer in todo:
@@ -113,4 +115,4 @@ class SubstringScoreEngine:
             kl_threshold=self.settings.kl_threshold,
             induce_threshold=threshold,
         )
-        return select_by_refusal_score(bypass, induce, rate_settings, self.kl)
+        return select_by_refusal_score(bypass, induce, rate_settings, self.kl, zero=zero)
