@@ -573,6 +573,25 @@ def fill_scores(
         progress.update()
 
 
+def score_removal_and_addition(
+    forwards: ValidationForwards,
+    steering: str,
+    live: Sequence[Candidate],
+    targets: tuple[torch.Tensor, torch.Tensor],
+    scorers: tuple[Scorer, Scorer],
+    label: str,
+) -> None:
+    """Both selectors' scoring: ``targets[0]`` from the harmful val prompts under each candidate's
+    removal, ``targets[1]`` from the harmless val prompts under its addition; candidates that share
+    a start layer go through one forward together."""
+    removals = grouped(live, removal_start(steering), forwards.copies_per_forward(forwards.harmful))
+    additions = grouped(live, lambda c: c[1], forwards.copies_per_forward(forwards.harmless))
+    progress = bar(label, len(removals) + len(additions))
+    fill_scores(targets[0], removals, scorers[0], progress)
+    fill_scores(targets[1], additions, scorers[1], progress)
+    progress.close()
+
+
 class CosmicEngine:
     def __init__(
         self,
@@ -654,17 +673,11 @@ class CosmicEngine:
                 s_comply[p, l] = cosine(self.harmful_baseline, self.harmless_baseline)
                 s_refuse[p, l] = cosine(self.harmless_baseline, self.harmful_baseline)
         live = [c for c in todo if not self.identity[c]]
-        forwards = self.forwards
-        comply = grouped(
-            live, removal_start(self.settings.steering),
-            forwards.copies_per_forward(forwards.harmful),
+        steering = self.settings.steering
+        score_removal_and_addition(
+            self.forwards, steering, live, (s_comply, s_refuse), (self._comply, self._refuse),
+            f"COSMIC-{steering.upper()} scoring",
         )  # fmt: skip
-        refuse = grouped(live, lambda c: c[1], forwards.copies_per_forward(forwards.harmless))
-        label = f"COSMIC-{self.settings.steering.upper()} scoring"
-        progress = bar(label, len(comply) + len(refuse))
-        fill_scores(s_comply, comply, self._comply, progress)
-        fill_scores(s_refuse, refuse, self._refuse, progress)
-        progress.close()
         return s_comply, s_refuse
 
     def run(self) -> SelectionOutcome:
@@ -736,15 +749,9 @@ class RefusalScoreEngine:
         live = [
             (p, l) for p in range(-n_positions, 0) for l in range(cutoff) if not self.identity[p, l]
         ]
-        forwards = self.forwards
-        removals = grouped(
-            live, removal_start(self.settings.steering),
-            forwards.copies_per_forward(forwards.harmful),
+        steering = self.settings.steering
+        score_removal_and_addition(
+            self.forwards, steering, live, (bypass, induce), (self._bypass, self._induce),
+            f"refusal-score-{steering.upper()} scoring",
         )  # fmt: skip
-        additions = grouped(live, lambda c: c[1], forwards.copies_per_forward(forwards.harmless))
-        label = f"refusal-score-{self.settings.steering.upper()} scoring"
-        progress = bar(label, len(removals) + len(additions))
-        fill_scores(bypass, removals, self._bypass, progress)
-        fill_scores(induce, additions, self._induce, progress)
-        progress.close()
         return select_by_refusal_score(bypass, induce, self.settings, self.kl, zero=self.identity)
