@@ -42,6 +42,7 @@ class RunConfig:
     l_low_layers: list[int] | None = None
     aggregation: str = "mean"
     prune_layer_fraction: float = 0.2
+    min_layer: int = 0  # COSMIC drops candidates below it (set by two-stage weak alignment)
     kl_threshold: float = 0.1
     induce_threshold: float = 0.0  # refusal-score selector: drop candidates inducing less
     median_peak_filter: bool = True

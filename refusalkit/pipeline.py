@@ -87,6 +87,7 @@ def cosmic_settings(config: RunConfig, steering: str | None = None) -> CosmicSet
         l_low_layers=tuple(config.l_low_layers) if config.l_low_layers else None,
         aggregation=config.aggregation,
         prune_layer_fraction=config.prune_layer_fraction,
+        min_layer=config.min_layer,
         kl_threshold=config.kl_threshold,
         median_peak_filter=config.median_peak_filter,
     )
@@ -583,9 +584,16 @@ def weak_alignment(
             if stage1
             else session.candidates
         )
+        # Stage-2 candidates before the stage-1 layer are dropped: the stage-1 edit would project
+        # their refusal component out again at its layer, undoing the steering.
         stage2 = replace(
             session,
-            config=replace(config, steering=WEAK_ALIGNMENT_STEERING, l_low_second_half=True),
+            config=replace(
+                config,
+                steering=WEAK_ALIGNMENT_STEERING,
+                l_low_second_half=True,
+                min_layer=stage1.layer if stage1 else config.min_layer,
+            ),
             candidates=candidates,
         )
         run_dir.status("stage2-selection", "running")

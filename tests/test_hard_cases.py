@@ -1,5 +1,5 @@
-"""SPEC §5's hard cases: the adversarial system prompt (conditions A and B) and weakly aligned
-models (two-stage and direct, with the α sweep), on tiny models; the sweep's verdict as pure math."""
+"""SPEC §5's hard cases on tiny models: the adversarial system prompt (conditions A and B) and
+weakly aligned models (two-stage and direct, with the α sweep); the sweep's verdict as pure math."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from refusalkit.activations import encode_batches
-from refusalkit.cli import main
 from refusalkit.config import RunConfig
 from refusalkit.directions import CandidateSet, compute_candidates
 from refusalkit.evaluation.metrics import Rate
@@ -19,7 +18,7 @@ from refusalkit.interventions import AffineEdit, applied
 from refusalkit.pipeline import adversarial_record, split_batches, split_chat
 from refusalkit.prompts.chat import ADVERSARIAL_SYSTEM_PROMPT, build_chat_format
 from refusalkit.prompts.datasets import builtin_prompts, split_prompts
-from refusalkit.selection.cosmic import CosmicSettings, EvaluationLayers
+from refusalkit.selection.cosmic import CosmicSettings, EvaluationLayers, select
 from refusalkit.selection.engine import CosmicEngine
 from tests.oracle import cosmic_oracle_pick, cosmic_oracle_scores
 from tests.test_cli import SMALL, _run
@@ -173,6 +172,8 @@ def test_weak_alignment_run_sweeps_alpha_and_states_its_finding(model_dir, tmp_p
         stage1 = summary["stage1"]
         assert (out / "stage1-selection.json").is_file()
         assert (out / "candidates-stage2.safetensors").is_file()
+        # Stage 2 never steers before the stage-1 layer (stage 1 would project it out there).
+        assert summary["selection"]["layer"] >= stage1["selection"]["layer"]
         # Stage 1's "after" rates are the steered model's unsteered (baseline) rates.
         for label in ("harmful", "harmless"):
             assert (
@@ -236,3 +237,11 @@ def test_engine_under_a_stage1_edit_matches_the_oracle_under_the_same_edit():
         p, l = record.position, record.layer
         assert record.s_comply == pytest.approx(float(oracle.s_comply[p, l]), abs=1e-6)
         assert record.s_refuse == pytest.approx(float(oracle.s_refuse[p, l]), abs=1e-6)
+
+
+def test_min_layer_drops_earlier_candidates_with_the_layer_filter():
+    s_comply = torch.tensor([[0.1, 0.9, 0.5, 0.4, 0.3, 0.2]], dtype=torch.float64)
+    s_refuse = torch.tensor([[0.1, 0.9, 0.5, 0.4, 0.3, 0.2]], dtype=torch.float64)
+    outcome = select(s_comply, s_refuse, CosmicSettings(min_layer=2), lambda p, l: 0.0)
+    assert outcome.selected.layer == 2  # layer 1 scores best but lies before min_layer
+    assert [r.status for r in outcome.records[:2]] == ["layer", "layer"]

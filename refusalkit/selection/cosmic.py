@@ -22,6 +22,9 @@ class CosmicSettings:
     l_low_layers: tuple[int, ...] | None = None  # explicit L_low, overriding the two above
     aggregation: str = "mean"  # "mean" over L_low layers (reference code) or "concat" (paper text)
     prune_layer_fraction: float = 0.2  # drop candidates at layers >= floor((1 - f) * L)
+    # Drop candidates at layers < min_layer too (two-stage weak alignment: a steering vector added
+    # before the stage-1 edit's layer would have its refusal component projected out there).
+    min_layer: int = 0
     kl_threshold: float = 0.1
     median_peak_filter: bool = True
 
@@ -201,7 +204,7 @@ def select(
             record.status = ZERO
     cutoff = settings.max_layer(n_layers)
     for (_, l), record in records.items():
-        if record.status == "kept" and l >= cutoff:
+        if record.status == "kept" and not settings.min_layer <= l < cutoff:
             record.status = "layer"
     for record in records.values():
         if record.status == "kept" and math.isnan(record.score):

@@ -650,7 +650,7 @@ class CosmicEngine:
     # -- selection ------------------------------------------------------------------------
 
     def needs_score(self, position: int, layer: int) -> bool:
-        if layer < self.settings.max_layer(self.adapter.n_layers):
+        if self.settings.min_layer <= layer < self.settings.max_layer(self.adapter.n_layers):
             return True
         # Dropped by the layer filter, but the median-peak filter reads the peak layer of every
         # position except -1 over all layers.
