@@ -618,7 +618,7 @@ def weak_alignment(
         for label in ("harmful", "harmless")
     }
     what = (
-        f"ACE addition of the stage-{2 if stage1 else 1} direction (position "
+        f"ACE addition of the {'stage-2' if stage1 else 'selected'} direction (position "
         f"{record['position']}, layer {record['layer']})"
     )
     verdict = assess(unsteered["harmful"], unsteered["harmless"], points, what)
