@@ -18,7 +18,12 @@ from refusalkit.interventions import AffineEdit, applied
 from refusalkit.pipeline import adversarial_record, split_batches, split_chat
 from refusalkit.prompts.chat import ADVERSARIAL_SYSTEM_PROMPT, build_chat_format
 from refusalkit.prompts.datasets import builtin_prompts, split_prompts
-from refusalkit.selection.cosmic import CosmicSettings, EvaluationLayers, select
+from refusalkit.selection.cosmic import (
+    CosmicSettings,
+    EvaluationLayers,
+    low_similarity_layers,
+    select,
+)
 from refusalkit.selection.engine import CosmicEngine
 from tests.oracle import cosmic_oracle_pick, cosmic_oracle_scores
 from tests.test_cli import SMALL, _run
@@ -172,8 +177,10 @@ def test_weak_alignment_run_sweeps_alpha_and_states_its_finding(model_dir, tmp_p
         stage1 = summary["stage1"]
         assert (out / "stage1-selection.json").is_file()
         assert (out / "candidates-stage2.safetensors").is_file()
-        # Stage 2 never steers before the stage-1 layer (stage 1 would project it out there).
+        # Stage 2 never steers before the stage-1 layer (stage 1 would project it out there), and
+        # reads L_low where its candidates act.
         assert summary["selection"]["layer"] >= stage1["selection"]["layer"]
+        assert min(weak["l_low"]) >= stage1["selection"]["layer"]
         # Stage 1's "after" rates are the steered model's unsteered (baseline) rates.
         for label in ("harmful", "harmless"):
             assert (
@@ -245,3 +252,14 @@ def test_min_layer_drops_earlier_candidates_with_the_layer_filter():
     outcome = select(s_comply, s_refuse, CosmicSettings(min_layer=2), lambda p, l: 0.0)
     assert outcome.selected.layer == 2  # layer 1 scores best but lies before min_layer
     assert [r.status for r in outcome.records[:2]] == ["layer", "layer"]
+
+
+def test_l_low_starts_where_the_kept_candidates_act():
+    # 8 layers; the least similar are 1 and 3, but candidates start at layer 5.
+    harmful = torch.eye(8, 4, dtype=torch.float64) + 1.0
+    harmless = torch.ones(8, 4, dtype=torch.float64)
+    harmful[1] = -harmless[1]
+    harmful[3] = -harmless[3]
+    settings = CosmicSettings(l_low_fraction=0.25, l_low_second_half=True, min_layer=5)
+    layers = low_similarity_layers(harmful, harmless, settings)
+    assert layers.layers and min(layers.layers) >= 5 and "from layer 5 on" in layers.note

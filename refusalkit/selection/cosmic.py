@@ -70,11 +70,11 @@ def low_similarity_layers(
         return EvaluationLayers(
             tuple(sorted(settings.l_low_layers)), similarities, "set by the user"
         )
-    pool = (
-        list(range(n_layers // 2, n_layers))
-        if settings.l_low_second_half
-        else list(range(n_layers))
-    )
+    first = n_layers // 2 if settings.l_low_second_half else 0
+    # With a min_layer every kept candidate acts at or after it, so readings before it would be the
+    # clean ones for all of them (equal scores, a pick by tie-break): read from min_layer on.
+    first = min(max(first, settings.min_layer), n_layers - 1)
+    pool = list(range(first, n_layers))
     # The fraction is of all layers; the second-half pool can hold fewer than that.
     wanted = min(math.floor(settings.l_low_fraction * n_layers + 1e-9), len(pool))
     note = f"the {wanted} least similar of {len(pool)} layers"
@@ -82,7 +82,9 @@ def low_similarity_layers(
         wanted = 1
         note = f"⌊{settings.l_low_fraction}·{n_layers}⌋ = 0 layers; using the single least similar"
     chosen = sorted(pool, key=lambda l: (similarities[l], l))[:wanted]
-    if settings.l_low_second_half:
+    if settings.min_layer > (n_layers // 2 if settings.l_low_second_half else 0):
+        note += f" (from layer {first} on, where the kept candidates act)"
+    elif settings.l_low_second_half:
         note += " (second half only)"
     return EvaluationLayers(tuple(sorted(chosen)), similarities, note)
 
