@@ -861,8 +861,8 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
         }
         write_text(run_dir.file("report.md"), render_report(summary, session.provenance, record))
         write_json(run_dir.file("summary.json"), summary)
+        run_dir.status("done", "complete")  # first, so the report shows the finished state
         write_html_report(run_dir.path)
-        run_dir.status("done", "complete")
         return summary
     except BaseException as error:
         run_dir.status(stage, "failed", f"{type(error).__name__}: {error}")
@@ -904,8 +904,8 @@ def compare(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, A
         }
         write_text(run_dir.file("comparison.md"), render_comparison(comparison))
         write_json(run_dir.file("comparison.json"), comparison)
+        run_dir.status("done", "complete")  # first, so the report shows the finished state
         write_html_report(run_dir.path)
-        run_dir.status("done", "complete")
         return comparison
     except BaseException as error:
         run_dir.status(stage, "failed", f"{type(error).__name__}: {error}")
