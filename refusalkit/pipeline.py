@@ -576,14 +576,12 @@ def weak_alignment(
         stage1, parts["stage1"], steered = _weak_stage1(session, run_dir, resuming)
     with applied(session.adapter, stage1):
         run_dir.status("stage2-candidates", "running")
-        name = "candidates-stage2.safetensors" if stage1 else "candidates.safetensors"
-        candidates = (
-            train_candidates(
-                config, session.chat, session.adapter, session.splits, run_dir.file(name), resuming
+        candidates = session.candidates
+        if stage1:  # the edited model's own candidates
+            path = run_dir.file("candidates-stage2.safetensors")
+            candidates = train_candidates(
+                config, session.chat, session.adapter, session.splits, path, resuming
             )
-            if stage1
-            else session.candidates
-        )
         # Stage-2 candidates before the stage-1 layer are dropped: the stage-1 edit would project
         # their refusal component out again at its layer, undoing the steering.
         stage2 = replace(
