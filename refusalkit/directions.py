@@ -69,6 +69,25 @@ class CandidateSet:
         return CandidateSet(tensors["harmful_means"], tensors["harmless_means"])
 
 
+def contrast_retained(
+    original: CandidateSet, edited: CandidateSet, position: int, layer: int
+) -> dict[str, float | int | None]:
+    """How much of the original model's harmful−harmless difference at (position, layer) is left
+    in an edited model's: ``norm_ratio`` = ‖r_edited‖ / ‖r_original‖ and their ``cosine`` (None
+    where either is zero). Why: a stage-2 direction can only be as strong as the contrast the
+    stage-1 edit left behind, and an affine edit at layer l removes it there exactly."""
+    before = original.directions[position, layer]
+    after = edited.directions[position, layer]
+    norm_before, norm_after = float(before.norm()), float(after.norm())
+    both = norm_before > 0 and norm_after > 0
+    return {
+        "position": position,
+        "layer": layer,
+        "norm_ratio": norm_after / norm_before if norm_before > 0 else None,
+        "cosine": float(before @ after) / (norm_before * norm_after) if both else None,
+    }
+
+
 def mean_activations(
     adapter: ModelAdapter,
     batches: Sequence[EncodedBatch],

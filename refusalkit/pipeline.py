@@ -25,7 +25,7 @@ import torch
 from refusalkit import __version__
 from refusalkit.activations import EncodedBatch, encode_batches
 from refusalkit.config import ADVERSARIAL_CONDITIONS, WEAK_ALIGNMENT_MODES, RunConfig
-from refusalkit.directions import CandidateSet, compute_candidates
+from refusalkit.directions import CandidateSet, compute_candidates, contrast_retained
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.judges import SubstringJudge, load_model_judge, read_phrase_file
 from refusalkit.evaluation.metrics import Rate, format_block_rate, format_rate
@@ -619,7 +619,21 @@ def weak_alignment(
         f"ACE addition of the {'stage-2' if stage1 else 'selected'} direction (position "
         f"{record['position']}, layer {record['layer']})"
     )
-    verdict = assess(unsteered["harmful"], unsteered["harmless"], points, what)
+    contrast = (
+        contrast_retained(session.candidates, candidates, record["position"], record["layer"])
+        if stage1
+        else None
+    )
+    if contrast is None:
+        verdict = assess(unsteered["harmful"], unsteered["harmless"], points, what)
+    else:
+        verdict = assess(
+            unsteered["harmful"], unsteered["harmless"], points, what, lead=STAGE2_NO_REFUSAL_LEAD
+        )
+        if not verdict.steerable:
+            verdict = replace(
+                verdict, statement=f"{verdict.statement} {contrast_sentence(contrast)}"
+            )
     parts.update(
         {
             "selection": _summary_selection(record),
@@ -640,10 +654,29 @@ def weak_alignment(
                     for label, rate in unsteered.items()
                 },
                 **verdict.as_dict(),
+                **({"stage2_contrast": contrast} if contrast else {}),
             },
         }
     )
     return parts, record
+
+
+STAGE2_NO_REFUSAL_LEAD = "Stage 2 did not steer refusal back"
+
+
+def contrast_sentence(contrast: dict[str, Any]) -> str:
+    """The two-stage finding's explanation in numbers: how much harmful−harmless difference the
+    stage-1 edit left where stage 2 picked its direction."""
+    ratio, cosine = contrast["norm_ratio"], contrast["cosine"]
+    where = f"position {contrast['position']}, layer {contrast['layer']}"
+    if ratio is None:
+        return f"The original model has no harmful−harmless difference at {where}."
+    angle = f", cosine {cosine:.2f} with it" if cosine is not None else ""
+    return (
+        f"With stage 1 active, the harmful−harmless difference at the stage-2 pick ({where}) "
+        f"has {ratio:.2f} of the original model's norm there{angle}: stage 2 draws its direction "
+        "from what the stage-1 edit left of that contrast."
+    )
 
 
 def _weak_stage1(

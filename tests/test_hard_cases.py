@@ -11,7 +11,7 @@ import torch
 
 from refusalkit.activations import encode_batches
 from refusalkit.config import RunConfig
-from refusalkit.directions import CandidateSet, compute_candidates
+from refusalkit.directions import CandidateSet, compute_candidates, contrast_retained
 from refusalkit.evaluation.metrics import Rate
 from refusalkit.evaluation.sweep import SweepPoint, assess
 from refusalkit.interventions import AffineEdit, applied
@@ -52,6 +52,29 @@ def test_no_refusal_behaviour_gives_a_plain_statement_and_no_best_alpha():
     assert verdict.statement.startswith("No refusal behaviour to steer")
     assert "ACE addition at layer 9" in verdict.statement and "α = 1, 2, 3" in verdict.statement
     assert "No best α" in verdict.statement
+
+
+def test_the_lead_of_a_no_steering_statement_is_the_callers():
+    points = [_point(1, 5, 1)]
+    verdict = assess(Rate(5, 64), Rate(1, 64), points, "x", lead="Stage 2 did not steer")
+    assert verdict.statement.startswith("Stage 2 did not steer: x with α = 1")
+
+
+def test_contrast_retained_measures_what_an_edit_left_of_a_candidate():
+    torch.manual_seed(0)
+    harmless = torch.randn(2, 3, 4, dtype=torch.float64)
+    shift = torch.tensor([3.0, 4.0, 0.0, 0.0], dtype=torch.float64)
+    original = CandidateSet(harmless + shift, harmless)
+    # An edit that halves the difference along it and adds an orthogonal part of the same size.
+    edited_shift = torch.tensor([1.5, 2.0, 2.5, 0.0], dtype=torch.float64)
+    edited = CandidateSet(harmless + edited_shift, harmless)
+    found = contrast_retained(original, edited, -1, 2)
+    assert found["position"] == -1 and found["layer"] == 2
+    assert found["norm_ratio"] == pytest.approx(math.sqrt(12.5) / 5)
+    assert found["cosine"] == pytest.approx(12.5 / (5 * math.sqrt(12.5)))
+    # An exact removal leaves no difference: the ratio is 0 and the angle undefined.
+    removed = contrast_retained(original, CandidateSet(harmless, harmless), -2, 0)
+    assert removed["norm_ratio"] == 0.0 and removed["cosine"] is None
 
 
 def test_a_rise_within_noise_does_not_count_as_steering():
@@ -181,6 +204,16 @@ def test_weak_alignment_run_sweeps_alpha_and_states_its_finding(model_dir, tmp_p
         # reads L_low where its candidates act.
         assert summary["selection"]["layer"] >= stage1["selection"]["layer"]
         assert min(weak["l_low"]) >= stage1["selection"]["layer"]
+        # What stage 1 left of the contrast at the stage-2 pick is measured and explains the
+        # finding.
+        contrast = weak["stage2_contrast"]
+        assert (contrast["position"], contrast["layer"]) == (
+            summary["selection"]["position"],
+            summary["selection"]["layer"],
+        )
+        assert contrast["norm_ratio"] >= 0.0
+        assert weak["statement"].startswith("Stage 2 did not steer refusal back")
+        assert "of the original model's norm" in weak["statement"]
         # Stage 1's "after" rates are the steered model's unsteered (baseline) rates.
         for label in ("harmful", "harmless"):
             assert (
@@ -189,6 +222,8 @@ def test_weak_alignment_run_sweeps_alpha_and_states_its_finding(model_dir, tmp_p
             )
     else:
         assert "stage1" not in summary and not (out / "stage1-selection.json").exists()
+        assert weak["statement"].startswith("No refusal behaviour to steer")
+        assert "stage2_contrast" not in weak
 
 
 @pytest.mark.parametrize(

@@ -727,6 +727,18 @@ def _sweep_section(
     if weak.get("l_low") is not None:
         note = f" ({_e(str(weak['l_low_note']))})" if weak.get("l_low_note") else ""
         facts.append(("L_low", _value(weak.get("l_low")) + note))
+    contrast = _dict(weak.get("stage2_contrast"))
+    if _is_number(contrast.get("norm_ratio")):
+        cosine = contrast.get("cosine")
+        facts.append(
+            (
+                "contrast left by stage 1 at the stage-2 pick",
+                _e(
+                    f"{float(contrast['norm_ratio']):.2f} of the original norm"
+                    + (f", cosine {float(cosine):.2f}" if _is_number(cosine) else "")
+                ),
+            )
+        )
     stage1 = _dict(summary.get("stage1"))
     steered = "the model after stage 1" if stage1 else "the model"
     return (
