@@ -119,6 +119,7 @@ def _weak_alignment_dir(run_dir: Path, out: Path, steerable: bool) -> Path:
         "steerable": steerable, "best_alpha": 2.0 if steerable else None,
         "harmful_monotonic": False, "min_rise": 0.1,
         "statement": STATEMENT if steerable else NOT_STEERABLE,
+        "stage2_contrast": {"position": -1, "layer": 3, "norm_ratio": 0.26, "cosine": 0.48},
     }  # fmt: skip
     selection = json.loads((out / "selection.json").read_text())
     summary["stage1"] = {
@@ -407,6 +408,7 @@ def test_not_steerable_shows_the_finding_and_no_best_alpha(run_dir, tmp_path):
     section = _section(render_html(directory), "sweep")
     assert f'<p class="statement finding"><strong>Finding:</strong> {NOT_STEERABLE}' in section
     assert "<dt>best α</dt>" not in section and "(best)" not in section
+    assert "0.26 of the original norm, cosine 0.48" in _text(section)
     lines = [x.get("class") for x in _svg_of(section.split("<table")[0]).iter(f"{NS}line")]
     assert "marker" not in lines and lines.count("reference") == 2
 
