@@ -607,7 +607,16 @@ def weak_alignment(
             baselines.runs.update(baseline_runs(stage2, ("over_refusal",)).runs)
         result = evaluate(stage2, record, baselines)
         run_dir.status("alpha-sweep", "running")
-        points, sweep_rows = _alpha_sweep(stage2, record)
+        # The evaluation's harmless condition is already ACE addition at α=1 (same direction,
+        # prompts and hooks): the sweep takes those completions instead of generating them again.
+        made = {
+            ("harmless", 1.0): [
+                r
+                for r in result.rows
+                if r["set"] == "harmless" and r["condition"] == "intervention"
+            ]
+        }
+        points, sweep_rows = _alpha_sweep(stage2, record, made)
     write_jsonl(run_dir.file("completions.jsonl"), result.rows + sweep_rows)
     unsteered = {
         label: Rate(
@@ -713,9 +722,12 @@ def _weak_stage1(
 
 
 def _alpha_sweep(
-    session: Session, record: dict[str, Any]
+    session: Session,
+    record: dict[str, Any],
+    made: dict[tuple[str, float], list[dict[str, Any]]],
 ) -> tuple[list[SweepPoint], list[dict[str, Any]]]:
-    """ACE addition at each α on the harmful and harmless test prompts (rows carry ``alpha``)."""
+    """ACE addition at each α on the harmful and harmless test prompts (rows carry ``alpha``).
+    ``made``: completion rows the run already has for a (test set, α), used as they are."""
     points, all_rows = [], []
     for alpha in session.config.alphas:
         steer = addition(
@@ -723,11 +735,13 @@ def _alpha_sweep(
         )
         rows = []
         for label in ("harmful", "harmless"):
-            run = run_condition(
-                session.adapter, session.chat, label, test_sets(session)[label], steer,
-                _settings(session.config), session.panel,
-            )  # fmt: skip
-            rows += [{**row, "condition": "alpha_sweep", "alpha": alpha} for row in run.rows]
+            made_rows = made.get((label, alpha))
+            if made_rows is None:
+                made_rows = run_condition(
+                    session.adapter, session.chat, label, test_sets(session)[label], steer,
+                    _settings(session.config), session.panel,
+                ).rows  # fmt: skip
+            rows += [{**row, "condition": "alpha_sweep", "alpha": alpha} for row in made_rows]
         points.append(sweep_point(alpha, rows))
         all_rows += rows
     return points, all_rows

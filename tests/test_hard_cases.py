@@ -9,22 +9,26 @@ import math
 import pytest
 import torch
 
+from refusalkit import pipeline
 from refusalkit.activations import encode_batches
 from refusalkit.config import RunConfig
 from refusalkit.directions import CandidateSet, compute_candidates, contrast_retained
+from refusalkit.evaluation.generation import generate
 from refusalkit.evaluation.metrics import Rate
+from refusalkit.evaluation.suite import run_condition
 from refusalkit.evaluation.sweep import SweepPoint, assess
 from refusalkit.interventions import AffineEdit, applied
+from refusalkit.models.loading import load_model
 from refusalkit.pipeline import adversarial_record, split_batches, split_chat
-from refusalkit.prompts.chat import ADVERSARIAL_SYSTEM_PROMPT, build_chat_format
-from refusalkit.prompts.datasets import builtin_prompts, split_prompts
+from refusalkit.prompts.chat import ADVERSARIAL_SYSTEM_PROMPT, SystemPrompt, build_chat_format
+from refusalkit.prompts.datasets import Prompt, builtin_prompts, split_prompts
 from refusalkit.selection.cosmic import (
     CosmicSettings,
     EvaluationLayers,
     low_similarity_layers,
     select,
 )
-from refusalkit.selection.engine import CosmicEngine
+from refusalkit.selection.engine import CosmicEngine, addition
 from tests.oracle import cosmic_oracle_pick, cosmic_oracle_scores
 from tests.test_cli import SMALL, _run
 from tests.tiny import make_adapter
@@ -224,6 +228,43 @@ def test_weak_alignment_run_sweeps_alpha_and_states_its_finding(model_dir, tmp_p
         assert "stage1" not in summary and not (out / "stage1-selection.json").exists()
         assert weak["statement"].startswith("No refusal behaviour to steer")
         assert "stage2_contrast" not in weak
+
+
+def test_the_sweep_reuses_the_evaluations_alpha_one_completions_as_generated_afresh(
+    model_dir, tmp_path, capsys, monkeypatch
+):
+    harmless_runs = []
+
+    def counting(adapter, chat, label, *args, **kwargs):
+        harmless_runs.extend([label] if label == "harmless" else [])
+        return run_condition(adapter, chat, label, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_condition", counting)
+    out = tmp_path / "reuse"
+    code, _, err = _run(
+        capsys, "run", "--model", str(model_dir), *SMALL, "--n-over-refusal", "0",
+        "--weak-alignment", "direct", "--alphas", "1,2", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    # Harmless prompts were generated baseline, evaluation (ACE α=1) and α=2 only.
+    assert len(harmless_runs) == 3
+    rows = [json.loads(x) for x in (out / "completions.jsonl").read_text().splitlines()]
+    swept = [r for r in rows if r.get("alpha") == 1.0 and r["set"] == "harmless"]
+    evaluated = [r for r in rows if r["condition"] == "intervention" and r["set"] == "harmless"]
+    assert [r["completion"] for r in swept] == [r["completion"] for r in evaluated]
+    # Oracle: ACE addition at α=1 of the selected direction, generated again from scratch.
+    selection = json.loads((out / "selection.json").read_text())
+    adapter, _ = load_model(str(model_dir), device="cpu", dtype="float32")
+    steer = addition(
+        CandidateSet.load(out / "candidates.safetensors"), "ace",
+        selection["position"], selection["layer"], 1.0,
+    )  # fmt: skip
+    fresh = generate(
+        adapter, build_chat_format(adapter.tokenizer, SystemPrompt.parse("none")),
+        [Prompt(r["prompt"]) for r in swept],
+        intervention=steer, max_new_tokens=3, batch_size=32,
+    )  # fmt: skip
+    assert [c.text for c in fresh] == [r["completion"] for r in swept]
 
 
 @pytest.mark.parametrize(
