@@ -33,6 +33,17 @@ from tests.oracle import cosmic_oracle_pick, cosmic_oracle_scores
 from tests.test_cli import SMALL, _run
 from tests.tiny import make_adapter
 
+
+def _succeeds(capsys, model_dir, out, command: str, *options: str) -> str:
+    """A CLI command on the tiny model with small settings and no over-refusal set; its stdout."""
+    code, stdout, err = _run(
+        capsys, command, "--model", str(model_dir), *SMALL, "--n-over-refusal", "0", *options,
+        "--out", str(out),
+    )  # fmt: skip
+    assert code == 0, err
+    return stdout
+
+
 # -- the α sweep's verdict -------------------------------------------------------------------
 
 
@@ -134,11 +145,7 @@ def test_adversarial_runs_record_the_condition_and_condition_b_changes_the_candi
     directions = {}
     for condition in ("none", "val", "train+val"):
         out = tmp_path / condition.replace("+", "-")
-        code, _, err = _run(
-            capsys, "run", "--model", str(model_dir), *SMALL, "--n-over-refusal", "0",
-            "--adversarial-prompt", condition, "--out", str(out),
-        )  # fmt: skip
-        assert code == 0, err
+        _succeeds(capsys, model_dir, out, "run", "--adversarial-prompt", condition)
         summary = json.loads((out / "summary.json").read_text())
         expected = {"none": None, "val": "A", "train+val": "B"}[condition]
         assert (summary["adversarial"] or {}).get("condition") == expected
@@ -156,11 +163,16 @@ def test_adversarial_runs_record_the_condition_and_condition_b_changes_the_candi
 
 def test_compare_accepts_the_adversarial_prompt(model_dir, tmp_path, capsys):
     out = tmp_path / "compare"
-    code, stdout, err = _run(
-        capsys, "compare", "--model", str(model_dir), *SMALL, "--n-over-refusal", "0",
-        "--induce-threshold", "-1000", "--adversarial-prompt", "val", "--out", str(out),
-    )  # fmt: skip
-    assert code == 0, err
+    stdout = _succeeds(
+        capsys,
+        model_dir,
+        out,
+        "compare",
+        "--induce-threshold",
+        "-1000",
+        "--adversarial-prompt",
+        "val",
+    )
     comparison = json.loads((out / "comparison.json").read_text())
     assert comparison["adversarial"]["condition"] == "A"
     assert len(comparison["rows"]) == 4
@@ -173,11 +185,7 @@ def test_compare_accepts_the_adversarial_prompt(model_dir, tmp_path, capsys):
 @pytest.mark.parametrize("mode", ["two-stage", "direct"])
 def test_weak_alignment_run_sweeps_alpha_and_states_its_finding(model_dir, tmp_path, capsys, mode):
     out = tmp_path / mode
-    code, stdout, err = _run(
-        capsys, "run", "--model", str(model_dir), *SMALL, "--n-over-refusal", "0",
-        "--weak-alignment", mode, "--alphas", "0.5,2", "--out", str(out),
-    )  # fmt: skip
-    assert code == 0, err
+    stdout = _succeeds(capsys, model_dir, out, "run", "--weak-alignment", mode, "--alphas", "0.5,2")
     summary = json.loads((out / "summary.json").read_text())
     sweep = summary["alpha_sweep"]
     assert [point["alpha"] for point in sweep] == [0.5, 2.0]
@@ -241,11 +249,7 @@ def test_the_sweep_reuses_the_evaluations_alpha_one_completions_as_generated_afr
 
     monkeypatch.setattr(pipeline, "run_condition", counting)
     out = tmp_path / "reuse"
-    code, _, err = _run(
-        capsys, "run", "--model", str(model_dir), *SMALL, "--n-over-refusal", "0",
-        "--weak-alignment", "direct", "--alphas", "1,2", "--out", str(out),
-    )  # fmt: skip
-    assert code == 0, err
+    _succeeds(capsys, model_dir, out, "run", "--weak-alignment", "direct", "--alphas", "1,2")
     # Harmless prompts were generated baseline, evaluation (ACE α=1) and α=2 only.
     assert len(harmless_runs) == 3
     rows = [json.loads(x) for x in (out / "completions.jsonl").read_text().splitlines()]
