@@ -38,7 +38,13 @@ from refusalkit.evaluation.suite import (
     run_condition,
     summarise,
 )
-from refusalkit.evaluation.sweep import SweepPoint, assess, sweep_point
+from refusalkit.evaluation.sweep import (
+    NO_REFUSAL_LEAD,
+    STAGE2_NO_REFUSAL_LEAD,
+    SweepPoint,
+    assess,
+    sweep_point,
+)
 from refusalkit.interventions import AffineEdit, applied
 from refusalkit.io import read_json, write_json, write_jsonl, write_tensors, write_text
 from refusalkit.models.adapter import ArchitectureOverride, ModelAdapter
@@ -607,16 +613,7 @@ def weak_alignment(
             baselines.runs.update(baseline_runs(stage2, ("over_refusal",)).runs)
         result = evaluate(stage2, record, baselines)
         run_dir.status("alpha-sweep", "running")
-        # The evaluation's harmless condition is already ACE addition at α=1 (same direction,
-        # prompts and hooks): the sweep takes those completions instead of generating them again.
-        made = {
-            ("harmless", 1.0): [
-                r
-                for r in result.rows
-                if r["set"] == "harmless" and r["condition"] == "intervention"
-            ]
-        }
-        points, sweep_rows = _alpha_sweep(stage2, record, made)
+        points, sweep_rows = _alpha_sweep(stage2, record, result.rows)
     write_jsonl(run_dir.file("completions.jsonl"), result.rows + sweep_rows)
     unsteered = {
         label: Rate(
@@ -633,16 +630,10 @@ def weak_alignment(
         if stage1
         else None
     )
-    if contrast is None:
-        verdict = assess(unsteered["harmful"], unsteered["harmless"], points, what)
-    else:
-        verdict = assess(
-            unsteered["harmful"], unsteered["harmless"], points, what, lead=STAGE2_NO_REFUSAL_LEAD
-        )
-        if not verdict.steerable:
-            verdict = replace(
-                verdict, statement=f"{verdict.statement} {contrast_sentence(contrast)}"
-            )
+    lead = STAGE2_NO_REFUSAL_LEAD if stage1 else NO_REFUSAL_LEAD
+    verdict = assess(unsteered["harmful"], unsteered["harmless"], points, what, lead=lead)
+    if contrast and not verdict.steerable:
+        verdict = replace(verdict, statement=f"{verdict.statement} {contrast_sentence(contrast)}")
     parts.update(
         {
             "selection": _summary_selection(record),
@@ -668,9 +659,6 @@ def weak_alignment(
         }
     )
     return parts, record
-
-
-STAGE2_NO_REFUSAL_LEAD = "Stage 2 did not steer refusal back"
 
 
 def contrast_sentence(contrast: dict[str, Any]) -> str:
@@ -724,10 +712,12 @@ def _weak_stage1(
 def _alpha_sweep(
     session: Session,
     record: dict[str, Any],
-    made: dict[tuple[str, float], list[dict[str, Any]]],
+    evaluated: Sequence[dict[str, Any]],
 ) -> tuple[list[SweepPoint], list[dict[str, Any]]]:
     """ACE addition at each α on the harmful and harmless test prompts (rows carry ``alpha``).
-    ``made``: completion rows the run already has for a (test set, α), used as they are."""
+    A test set the evaluation already ran under the same intervention (the same record's direction,
+    so the same description: harmless prompts at α=1) is taken from ``evaluated``, not generated
+    again."""
     points, all_rows = [], []
     for alpha in session.config.alphas:
         steer = addition(
@@ -735,13 +725,15 @@ def _alpha_sweep(
         )
         rows = []
         for label in ("harmful", "harmless"):
-            made_rows = made.get((label, alpha))
-            if made_rows is None:
-                made_rows = run_condition(
+            done = [
+                r for r in evaluated if r["set"] == label and r["intervention"] == steer.describe()
+            ]
+            if not done:
+                done = run_condition(
                     session.adapter, session.chat, label, test_sets(session)[label], steer,
                     _settings(session.config), session.panel,
                 ).rows  # fmt: skip
-            rows += [{**row, "condition": "alpha_sweep", "alpha": alpha} for row in made_rows]
+            rows += [{**row, "condition": "alpha_sweep", "alpha": alpha} for row in done]
         points.append(sweep_point(alpha, rows))
         all_rows += rows
     return points, all_rows

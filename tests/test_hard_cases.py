@@ -164,15 +164,9 @@ def test_adversarial_runs_record_the_condition_and_condition_b_changes_the_candi
 def test_compare_accepts_the_adversarial_prompt(model_dir, tmp_path, capsys):
     out = tmp_path / "compare"
     stdout = _succeeds(
-        capsys,
-        model_dir,
-        out,
-        "compare",
-        "--induce-threshold",
-        "-1000",
-        "--adversarial-prompt",
-        "val",
-    )
+        capsys, model_dir, out, "compare", "--induce-threshold", "-1000",
+        "--adversarial-prompt", "val",
+    )  # fmt: skip
     comparison = json.loads((out / "comparison.json").read_text())
     assert comparison["adversarial"]["condition"] == "A"
     assert len(comparison["rows"]) == 4
@@ -244,7 +238,8 @@ def test_the_sweep_reuses_the_evaluations_alpha_one_completions_as_generated_afr
     harmless_runs = []
 
     def counting(adapter, chat, label, *args, **kwargs):
-        harmless_runs.extend([label] if label == "harmless" else [])
+        if label == "harmless":
+            harmless_runs.append(label)
         return run_condition(adapter, chat, label, *args, **kwargs)
 
     monkeypatch.setattr(pipeline, "run_condition", counting)
@@ -256,7 +251,8 @@ def test_the_sweep_reuses_the_evaluations_alpha_one_completions_as_generated_afr
     swept = [r for r in rows if r.get("alpha") == 1.0 and r["set"] == "harmless"]
     evaluated = [r for r in rows if r["condition"] == "intervention" and r["set"] == "harmless"]
     assert [r["completion"] for r in swept] == [r["completion"] for r in evaluated]
-    # Oracle: ACE addition at α=1 of the selected direction, generated again from scratch.
+    # Oracle: ACE addition at α=1 of the selected direction, generated again from scratch with the
+    # run's settings (SMALL: 3 new tokens; default batch size 32).
     selection = json.loads((out / "selection.json").read_text())
     adapter, _ = load_model(str(model_dir), device="cpu", dtype="float32")
     steer = addition(

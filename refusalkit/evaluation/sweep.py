@@ -27,9 +27,10 @@ from refusalkit.evaluation.metrics import Rate
 # Smallest rise of harmful refusal over the unsteered model that counts as steering (10 points):
 # below it, a "best α" would be chosen from noise on test sets of tens of prompts.
 MIN_RISE = 0.10
-# A model that never refuses has nothing to steer; in a two-stage run the model did refuse, so the
-# finding there is about the stage-2 direction, and the pipeline says so instead.
+# The opening words of a no-steering statement. A model that never refused has nothing to steer; a
+# two-stage run's model did refuse before stage 1, so its finding is about the stage-2 direction.
 NO_REFUSAL_LEAD = "No refusal behaviour to steer"
+STAGE2_NO_REFUSAL_LEAD = "Stage 2 did not steer refusal back"
 
 
 @dataclass(frozen=True)

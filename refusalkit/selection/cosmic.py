@@ -70,10 +70,10 @@ def low_similarity_layers(
         return EvaluationLayers(
             tuple(sorted(settings.l_low_layers)), similarities, "set by the user"
         )
-    first = n_layers // 2 if settings.l_low_second_half else 0
+    half = n_layers // 2 if settings.l_low_second_half else 0
     # With a min_layer every kept candidate acts at or after it, so readings before it would be the
     # clean ones for all of them (equal scores, a pick by tie-break): read from min_layer on.
-    first = min(max(first, settings.min_layer), n_layers - 1)
+    first = min(max(half, settings.min_layer), n_layers - 1)
     pool = list(range(first, n_layers))
     # The fraction is of all layers; the second-half pool can hold fewer than that.
     wanted = min(math.floor(settings.l_low_fraction * n_layers + 1e-9), len(pool))
@@ -82,7 +82,7 @@ def low_similarity_layers(
         wanted = 1
         note = f"⌊{settings.l_low_fraction}·{n_layers}⌋ = 0 layers; using the single least similar"
     chosen = sorted(pool, key=lambda l: (similarities[l], l))[:wanted]
-    if settings.min_layer > (n_layers // 2 if settings.l_low_second_half else 0):
+    if settings.min_layer > half:
         note += f" (from layer {first} on, where the kept candidates act)"
     elif settings.l_low_second_half:
         note += " (second half only)"
