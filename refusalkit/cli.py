@@ -8,10 +8,15 @@ and exit status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import math
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any, NoReturn
 
 from refusalkit.config import (
@@ -21,7 +26,7 @@ from refusalkit.config import (
     WEAK_ALIGNMENT_MODES,
     RunConfig,
 )
-from refusalkit.errors import RefusalkitError
+from refusalkit.errors import RefusalkitError, RunTerminated
 from refusalkit.evaluation.metrics import format_block_rate
 from refusalkit.models.registry import DEFAULT_MODEL, EMBEDDED_MODELS
 from refusalkit.prompts.chat import ADVERSARIAL_SYSTEM_PROMPT
@@ -43,11 +48,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 0 or a positive integer, got '{text}'"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, got {value}")
+    return value
+
+
 def _number(text: str) -> float:
+    """A finite number: NaN would silently disable a threshold (``x > nan`` is never true)."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got '{text}'") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got '{text}'")
     return value
 
 
@@ -62,8 +82,8 @@ def _layer_list(text: str) -> list[int]:
 
 def _number_list(text: str) -> list[float]:
     try:
-        values = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
+        values = [_number(part) for part in text.split(",") if part.strip()]
+    except (ValueError, argparse.ArgumentTypeError):
         raise argparse.ArgumentTypeError(
             f"expected comma-separated numbers, got '{text}'"
         ) from None
@@ -251,7 +271,7 @@ def _add_run_options(parser: argparse.ArgumentParser, *, choose_method: bool = T
     )
     judging.add_argument(
         "--n-over-refusal",
-        type=int,
+        type=_non_negative_int,
         help="over-refusal prompts evaluated; 0 skips (default: --n-test)",
     )
     runtime = parser.add_argument_group("runtime")
@@ -404,12 +424,45 @@ def _sweep_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# What to do about an operating-system error the user's environment caused.
+_OS_HINTS = {
+    errno.ENOSPC: "free some space, then re-run the same command to resume",
+    errno.EDQUOT: "free some space, then re-run the same command to resume",
+    errno.EACCES: "choose a location you can write to (--out) or fix the permissions",
+    errno.EPERM: "choose a location you can write to (--out) or fix the permissions",
+    errno.EROFS: "the file system is read-only: choose another --out",
+    errno.ENOTDIR: "a part of the path is a file, not a directory",
+    errno.ENOENT: "check the path",
+}
+
+
+def _os_error_line(error: OSError) -> str:
+    where = f": {error.filename}" if error.filename else ""
+    hint = _OS_HINTS.get(error.errno or 0, "check the file system and re-run the same command")
+    return f"{error.strerror or error}{where} — {hint}"
+
+
+def _raise_terminated(signum: int, _frame: FrameType | None) -> None:
+    raise RunTerminated(f"terminated by signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)  # signal handlers can only be set in the main thread
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exit_request:  # --help, or a usage error already printed as one line
         return int(exit_request.code or 0)
-    logging.basicConfig(level=logging.INFO, format="refusalkit: %(message)s")
+    # force: messages go to the stderr of this call (a second call in one process rebinds them).
+    logging.basicConfig(level=logging.INFO, format="refusalkit: %(message)s", force=True)
     for noisy in ("transformers", "accelerate", "urllib3", "httpx", "huggingface_hub"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     try:
@@ -447,9 +500,15 @@ def main(argv: list[str] | None = None) -> int:
     except RefusalkitError as error:
         print(f"refusalkit: error: {error}", file=sys.stderr)  # noqa: T201
         return 2
+    except OSError as error:  # a full disk, a permission, a path that is a file: the environment
+        print(f"refusalkit: error: {_os_error_line(error)}", file=sys.stderr)  # noqa: T201
+        return 2
     except KeyboardInterrupt:
         print("refusalkit: interrupted; re-run the same command to resume", file=sys.stderr)  # noqa: T201
         return 130
+    except RunTerminated:
+        print("refusalkit: terminated; re-run the same command to resume", file=sys.stderr)  # noqa: T201
+        return 143
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from refusalkit.errors import RefusalkitError
 from refusalkit.models.registry import DEFAULT_MODEL
 from refusalkit.prompts.chat import ADVERSARIAL_SYSTEM_PROMPT
 
@@ -13,6 +15,9 @@ from refusalkit.prompts.chat import ADVERSARIAL_SYSTEM_PROMPT
 ADVERSARIAL_CONDITIONS = ("none", "val", "train+val")
 WEAK_ALIGNMENT_MODES = ("none", "two-stage", "direct")
 CPU_DEFAULTS = {"n_train": 128, "n_val": 16, "n_test": 64}
+# ACE/actadd strengths beyond this push activations to norms no model was trained on (and 1e308
+# overflows to inf); the papers sweep α up to about 3.
+MAX_ABS_ALPHA = 100.0
 PAPER_SIZES = {"n_train": 180, "n_val": 100}
 
 
@@ -64,3 +69,34 @@ class RunConfig:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_numbers(config: RunConfig) -> None:
+    """Numeric settings a comparison silently ignores when they are NaN (``kl > nan`` is never
+    true, so a NaN threshold disables its filter) or that make no sense: refused with one line."""
+    for option, value in (
+        ("--kl-threshold", config.kl_threshold),
+        ("--induce-threshold", config.induce_threshold),
+        ("--l-low-fraction", config.l_low_fraction),
+        ("--prune-layer-fraction", config.prune_layer_fraction),
+    ):
+        if not math.isfinite(value):
+            raise RefusalkitError(f"{option} must be a finite number (got {value})")
+    for option, count in (
+        ("--n-train", config.n_train), ("--n-val", config.n_val), ("--n-test", config.n_test),
+        ("--max-new-tokens", config.max_new_tokens), ("--batch-size", config.batch_size),
+    ):  # fmt: skip
+        if count < 1:
+            raise RefusalkitError(f"{option} must be at least 1 (got {count})")
+    if config.n_over_refusal is not None and config.n_over_refusal < 0:
+        raise RefusalkitError(
+            f"--n-over-refusal must be 0 (skip) or more (got {config.n_over_refusal})"
+        )
+    if config.min_layer < 0:
+        raise RefusalkitError(f"min_layer must be 0 or more (got {config.min_layer})")
+    for alpha in config.alphas:
+        if not math.isfinite(alpha) or abs(alpha) > MAX_ABS_ALPHA:
+            raise RefusalkitError(
+                f"--alphas: {alpha} is not a strength between -{MAX_ABS_ALPHA:g} and "
+                f"{MAX_ABS_ALPHA:g} (the papers sweep 1 to 3)"
+            )

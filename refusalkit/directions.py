@@ -65,7 +65,7 @@ class CandidateSet:
 
     @staticmethod
     def load(path: Path) -> CandidateSet:
-        tensors = read_tensors(path)
+        tensors = read_tensors(path, ("harmful_means", "harmless_means"))
         return CandidateSet(tensors["harmful_means"], tensors["harmless_means"])
 
 

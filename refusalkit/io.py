@@ -1,5 +1,7 @@
 """Atomic artifact writing: every file is written to a temporary sibling and renamed into place,
-so an interrupted run never leaves a truncated file that looks complete."""
+so an interrupted run never leaves a truncated file that looks complete. Reading an artifact that
+is not what refusalkit wrote (edited by hand, truncated by a full disk elsewhere) is a one-line
+:class:`RefusalkitError` naming the file, never a traceback."""
 
 from __future__ import annotations
 
@@ -14,6 +16,24 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from refusalkit.errors import RefusalkitError
+
+
+def _process_umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+# mkstemp creates 0600 files; artifacts get the mode any other file of this user would get
+# (0644 under the usual umask), so collaborators and web servers can read a run directory.
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
+def _publish(tmp: str, path: Path) -> None:
+    os.chmod(tmp, _FILE_MODE)
+    os.replace(tmp, path)
+
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -23,7 +43,7 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -52,8 +72,19 @@ def write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
     write_text(path, "".join(json.dumps(dict(row), ensure_ascii=False) + "\n" for row in rows))
 
 
+def _unreadable(path: Path, error: Exception) -> RefusalkitError:
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return RefusalkitError(
+        f"{path} is not a readable refusalkit file ({detail}); it was changed outside "
+        "refusalkit — restore it, or start the run again with --force or another --out"
+    )
+
+
 def read_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8"))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _unreadable(path, error) from error
 
 
 def write_tensors(
@@ -65,11 +96,21 @@ def write_tensors(
     try:
         contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
         save_file(contiguous, tmp, metadata=dict(metadata) if metadata else None)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def read_tensors(path: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path))
+def read_tensors(path: Path, names: Iterable[str] = ()) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file; ``names`` must all be present."""
+    try:
+        tensors = load_file(str(path))
+    except OSError:
+        raise
+    except Exception as error:  # safetensors raises its own error type for a malformed header
+        raise _unreadable(path, error) from error
+    missing = [name for name in names if name not in tensors]
+    if missing:
+        raise _unreadable(path, KeyError(f"no tensor {', '.join(missing)}"))
+    return tensors

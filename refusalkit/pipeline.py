@@ -13,7 +13,6 @@ import hashlib
 import math
 import platform
 import random
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -24,7 +23,12 @@ import torch
 
 from refusalkit import __version__
 from refusalkit.activations import EncodedBatch, encode_batches
-from refusalkit.config import ADVERSARIAL_CONDITIONS, WEAK_ALIGNMENT_MODES, RunConfig
+from refusalkit.config import (
+    ADVERSARIAL_CONDITIONS,
+    WEAK_ALIGNMENT_MODES,
+    RunConfig,
+    check_numbers,
+)
 from refusalkit.directions import CandidateSet, compute_candidates, contrast_retained
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.judges import SubstringJudge, load_model_judge, read_phrase_file
@@ -48,8 +52,15 @@ from refusalkit.evaluation.sweep import (
 from refusalkit.interventions import AffineEdit, applied
 from refusalkit.io import read_json, write_json, write_jsonl, write_tensors, write_text
 from refusalkit.models.adapter import ArchitectureOverride, ModelAdapter
-from refusalkit.models.loading import ResolvedModel, load_model, resolve_model_path
+from refusalkit.models.loading import (
+    ResolvedModel,
+    context_length,
+    load_model,
+    load_tokenizer,
+    resolve_model_path,
+)
 from refusalkit.models.registry import EMBEDDED_MODELS
+from refusalkit.prompts.budget import check_token_budget
 from refusalkit.prompts.chat import ChatFormat, SystemPrompt, build_chat_format
 from refusalkit.prompts.datasets import (
     Prompt,
@@ -57,10 +68,12 @@ from refusalkit.prompts.datasets import (
     Splits,
     builtin_prompts,
     load_prompts,
+    remove_overlap,
     split_manifest,
     split_prompts,
 )
 from refusalkit.report.html import write_html_report
+from refusalkit.runs import RunDirectory, check_output_path
 from refusalkit.selection.cosmic import CosmicSettings, low_similarity_layers
 from refusalkit.selection.engine import (
     CosmicEngine,
@@ -112,52 +125,37 @@ def load_over_refusal(config: RunConfig) -> tuple[list[Prompt], PromptSource | N
     return shuffled[:wanted], source
 
 
-def load_splits(config: RunConfig) -> tuple[dict[str, Splits], dict[str, PromptSource]]:
-    """Read both prompt classes and cut the splits; fails before any model is loaded."""
-    splits, sources = {}, {}
+@dataclass
+class LoadedPrompts:
+    """Both prompt classes as read (shared prompts already dropped), and their sources."""
+
+    prompts: dict[str, list[Prompt]]
+    sources: dict[str, PromptSource]
+    overlap_removed: int
+
+
+def read_prompt_sets(config: RunConfig) -> LoadedPrompts:
+    """Read both prompt classes; fails before any model is loaded. A few prompts in both sets
+    are dropped from both; more are refused (:func:`remove_overlap`)."""
+    prompts, sources = {}, {}
     for label, path in (("harmful", config.harmful), ("harmless", config.harmless)):
-        prompts, source = load_prompts(path, config.column) if path else builtin_prompts(label)
-        splits[label] = split_prompts(
+        prompts[label], sources[label] = (
+            load_prompts(path, config.column) if path else builtin_prompts(label)
+        )
+    names = (sources["harmful"].name, sources["harmless"].name)
+    prompts["harmful"], prompts["harmless"], shared = remove_overlap(
+        prompts["harmful"], prompts["harmless"], names
+    )
+    return LoadedPrompts(prompts, sources, shared)
+
+
+def cut_splits(config: RunConfig, loaded: LoadedPrompts) -> dict[str, Splits]:
+    return {
+        label: split_prompts(
             prompts, config.n_train, config.n_val, config.n_test, config.seed, label
         )
-        sources[label] = source
-    return splits, sources
-
-
-class RunDirectory:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def file(self, name: str) -> Path:
-        return self.path / name
-
-    def prepare(self, config: dict[str, Any], force: bool) -> bool:
-        """Create the directory; return True if an unfinished run with the same config resumes."""
-        if self.path.exists() and not self.path.is_dir():
-            raise RefusalkitError(f"--out {self.path} exists and is not a directory")
-        if self.path.exists() and any(self.path.iterdir()):
-            if force:
-                shutil.rmtree(self.path)
-            elif self.file("summary.json").exists():
-                raise RefusalkitError(
-                    f"run directory {self.path} already holds a finished run; pass --force to "
-                    "replace it or choose another --out"
-                )
-            elif (
-                self.file("config.json").exists() and read_json(self.file("config.json")) == config
-            ):
-                return True
-            else:
-                raise RefusalkitError(
-                    f"run directory {self.path} is not empty and holds no run with this "
-                    "configuration; pass --force to replace it or choose another --out"
-                )
-        self.path.mkdir(parents=True, exist_ok=True)
-        write_json(self.file("config.json"), config)
-        return False
-
-    def status(self, stage: str, state: str, message: str = "") -> None:
-        write_json(self.file("status.json"), {"stage": stage, "state": state, "message": message})
+        for label, prompts in loaded.prompts.items()
+    }
 
 
 @dataclass
@@ -240,6 +238,7 @@ def open_session(
         trust_remote_code=config.trust_remote_code,
         override=override,
     )
+    _record_hub_commit(run_dir, resolved, adapter)
     chat = build_chat_format(adapter.tokenizer, SystemPrompt.parse(config.system_prompt))
     panel = judge_panel(config, adapter)
     provenance = _provenance(resolved, adapter, chat)
@@ -250,6 +249,19 @@ def open_session(
     return Session(
         config, adapter, chat, inputs.splits, candidates, provenance, panel, inputs.over_refusal
     )
+
+
+def _record_hub_commit(
+    run_dir: RunDirectory, resolved: ResolvedModel, adapter: ModelAdapter
+) -> None:
+    """A hub model that was not in the local cache before loading has no commit in the run's
+    identity yet; the loaded config knows it, so a later resume compares against it."""
+    if resolved.fingerprint.get("kind") != "hub" or resolved.fingerprint.get("commit"):
+        return
+    commit = getattr(adapter.model.config, "_commit_hash", None)
+    inputs = dict(read_json(run_dir.file("inputs.json")))
+    inputs["model"] = {**resolved.fingerprint, "commit": commit}
+    write_json(run_dir.file("inputs.json"), inputs)
 
 
 def train_candidates(
@@ -749,6 +761,8 @@ def _provenance(resolved: ResolvedModel, adapter: ModelAdapter, chat: ChatFormat
             "kind": resolved.kind,
             "path": resolved.path,
             "gguf_sha256": embedded.sha256 if embedded else None,
+            # sha256 of every file of the weights' directory (or the hub commit): what ran.
+            "identity": resolved.fingerprint,
             "class": type(adapter.model).__name__,
             "n_layers": adapter.n_layers,
             "hidden_size": adapter.hidden_size,
@@ -779,10 +793,13 @@ def _config_digest(config: dict[str, Any]) -> str:
 
 
 def _start(
-    config: RunConfig, out: Path, force: bool
+    config: RunConfig, out: Path, force: bool, workflow: str
 ) -> tuple[RunDirectory, ResolvedModel, PromptInputs, bool]:
-    """Validate everything that can be validated before a file is written, then create the run
-    directory."""
+    """Validate everything that can be validated before a file is written — settings, the output
+    path, prompt files, the model's identity, every prompt's token budget — then open (create,
+    resume or replace) and lock the run directory. Nothing of an existing run directory is touched
+    before every input has passed."""
+    check_numbers(config)
     for steering in ("lce", "ace"):
         cosmic_settings(config, steering)
     if config.selector not in SELECTORS:
@@ -795,23 +812,70 @@ def _start(
         read_phrase_file(config.refusal_phrases)
     SystemPrompt.parse(config.system_prompt)
     _check_hard_cases(config)
-    splits, sources = load_splits(config)
+    check_output_path(out)
+    loaded = read_prompt_sets(config)
+    splits = cut_splits(config, loaded)
     over_refusal, over_source = load_over_refusal(config)
     resolved = resolve_model_path(config.model)  # unknown models fail before anything is written
-    run_dir = RunDirectory(out)
-    resuming = run_dir.prepare(config.as_dict(), force)
-    manifest = split_manifest(splits, sources)
-    if over_source is not None:
-        manifest["over_refusal"] = {
-            "source": over_source.name,
-            "source_sha256": over_source.sha256,
-            "column": over_source.column,
-            "prompts": [
-                {"sha256": p.sha256, "category": p.category, "text": p.text} for p in over_refusal
-            ],
-        }
-    write_json(run_dir.file("splits.json"), manifest)
+    _check_budgets(config, resolved, loaded, over_refusal)
+    identity = _identity(workflow, config, loaded, over_source, resolved)
+    result = "comparison.json" if workflow == "compare" else "summary.json"
+    run_dir = RunDirectory.open(out, identity, result_file=result, force=force)
+    try:
+        manifest = split_manifest(splits, loaded.sources)
+        manifest["overlap_removed"] = loaded.overlap_removed
+        if over_source is not None:
+            manifest["over_refusal"] = {
+                "source": over_source.name,
+                "source_sha256": over_source.sha256,
+                "column": over_source.column,
+                "prompts": [
+                    {"sha256": p.sha256, "category": p.category, "text": p.text}
+                    for p in over_refusal
+                ],
+            }
+        write_json(run_dir.file("splits.json"), manifest)
+    except BaseException:
+        run_dir.close()
+        raise
+    resuming = run_dir.resumed_from is not None
     return run_dir, resolved, PromptInputs(splits, over_refusal), resuming
+
+
+def _check_budgets(
+    config: RunConfig, resolved: ResolvedModel, loaded: LoadedPrompts, over_refusal: list[Prompt]
+) -> None:
+    """Every prompt that may be used (all of each file, so the verdict does not depend on the
+    seed) must fit the context with the generation budget: needs the tokenizer only."""
+    tokenizer = load_tokenizer(resolved, trust_remote_code=config.trust_remote_code)
+    chat = build_chat_format(tokenizer, SystemPrompt.parse(config.system_prompt))
+    context = context_length(resolved, trust_remote_code=config.trust_remote_code)
+    prompts = [p for label in ("harmful", "harmless") for p in loaded.prompts[label]]
+    check_token_budget(chat, [*prompts, *over_refusal], context, config.max_new_tokens)
+
+
+def _identity(
+    workflow: str,
+    config: RunConfig,
+    loaded: LoadedPrompts,
+    over_source: PromptSource | None,
+    resolved: ResolvedModel,
+) -> dict[str, Any]:
+    """The resume key: the workflow, every setting, and the content of every input."""
+    phrases = (
+        hashlib.sha256(Path(config.refusal_phrases).expanduser().read_bytes()).hexdigest()
+        if config.refusal_phrases
+        else None
+    )
+    return {
+        "config": config.as_dict(),
+        "workflow": workflow,
+        "harmful_prompts": loaded.sources["harmful"].sha256,
+        "harmless_prompts": loaded.sources["harmless"].sha256,
+        "over_refusal_prompts": over_source.sha256 if over_source else None,
+        "refusal_phrases": phrases,
+        "model": resolved.fingerprint,
+    }
 
 
 def _check_hard_cases(config: RunConfig) -> None:
@@ -869,84 +933,111 @@ def _selection_stage(
 def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
     """Run the whole pipeline (COSMIC by default) and return ``summary.json``'s content."""
     started = time.time()
-    run_dir, resolved, inputs, resuming = _start(config, out, force)
+    run_dir, resolved, inputs, resuming = _start(config, out, force, "run")
     stage = "load"
-    try:
-        run_dir.status(stage, "running")
-        session = open_session(config, run_dir, resolved, inputs, resuming)
-        if config.weak_alignment != "none":
-            stage = "weak-alignment"
-            summary, record = weak_alignment(session, run_dir, resuming)
-        else:
-            stage = "selection"
+    with run_dir:
+        try:
             run_dir.status(stage, "running")
-            record = _selection_stage(
-                session, run_dir, "selection.json", config.selector, config.steering, resuming
+            session = open_session(config, run_dir, resolved, inputs, resuming)
+            if config.weak_alignment != "none":
+                stage = "weak-alignment"
+                summary, record = weak_alignment(session, run_dir, resuming)
+            else:
+                stage = "selection"
+                run_dir.status(stage, "running")
+                record = _selection_stage(
+                    session, run_dir, "selection.json", config.selector, config.steering, resuming
+                )
+                save_direction(run_dir.file("direction.safetensors"), session, record)
+                stage = "evaluation"
+                run_dir.status(stage, "running")
+                block = _evaluation_stage(session, run_dir, record, resuming)
+                summary = {"selection": _summary_selection(record), "evaluation": block}
+            summary = {
+                "model": config.model,
+                **summary,
+                "adversarial": adversarial_record(config),
+                "config_sha256": _config_digest(config.as_dict()),
+                "seconds": round(time.time() - started, 1),
+            }
+            stage = "report"
+            run_dir.status(stage, "running")
+            write_text(
+                run_dir.file("report.md"), render_report(summary, session.provenance, record)
             )
-            save_direction(run_dir.file("direction.safetensors"), session, record)
-            stage = "evaluation"
-            run_dir.status(stage, "running")
-            result = evaluate(session, record, baseline_runs(session))
-            write_jsonl(run_dir.file("completions.jsonl"), result.rows)
-            summary = {"selection": _summary_selection(record), "evaluation": result.block}
-        summary = {
-            "model": config.model,
-            **summary,
-            "adversarial": adversarial_record(config),
-            "config_sha256": _config_digest(config.as_dict()),
-            "seconds": round(time.time() - started, 1),
-        }
-        write_text(run_dir.file("report.md"), render_report(summary, session.provenance, record))
-        write_json(run_dir.file("summary.json"), summary)
-        run_dir.status("done", "complete")  # first, so the report shows the finished state
-        write_html_report(run_dir.path)
-        return summary
-    except BaseException as error:
-        run_dir.status(stage, "failed", f"{type(error).__name__}: {error}")
-        raise
+            _finish(run_dir, "summary.json", summary)
+            return summary
+        except BaseException as error:
+            run_dir.status(stage, "failed", f"{type(error).__name__}: {error}")
+            raise
+
+
+def _evaluation_stage(
+    session: Session, run_dir: RunDirectory, record: dict[str, Any], resuming: bool
+) -> dict[str, Any]:
+    """The evaluation block; a resumed run whose evaluation finished (``evaluation.json``, written
+    after ``completions.jsonl``) reuses it instead of generating every completion again."""
+    path = run_dir.file("evaluation.json")
+    if resuming and path.exists() and run_dir.file("completions.jsonl").exists():
+        return dict(read_json(path))
+    result = evaluate(session, record, baseline_runs(session))
+    write_jsonl(run_dir.file("completions.jsonl"), result.rows)
+    write_json(path, result.block)
+    return result.block
+
+
+def _finish(run_dir: RunDirectory, result_file: str, result: dict[str, Any]) -> None:
+    """The last steps of every workflow, in the order that keeps "finished" honest: the HTML report
+    (rendered as the finished run will read), then the result file, then the complete status. A
+    failure in any of them leaves no result file, so the same command resumes."""
+    complete = {"stage": "done", "state": "complete", "message": ""}
+    write_html_report(run_dir.path, pending={result_file: result, "status.json": complete})
+    write_json(run_dir.file(result_file), result)
+    run_dir.status("done", "complete")
 
 
 def compare(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
     """COSMIC and refusal-score selection, each with LCE and ACE, on the same candidates and
     splits; one table (``comparison.json``, ``comparison.md``)."""
     started = time.time()
-    run_dir, resolved, inputs, resuming = _start(config, out, force)
+    run_dir, resolved, inputs, resuming = _start(config, out, force, "compare")
     stage = "load"
-    try:
-        run_dir.status(stage, "running")
-        session = open_session(config, run_dir, resolved, inputs, resuming)
-        stage = "baseline"
-        baselines = baseline_runs(session)
-        rows = []
-        for selector, steering in METHODS:
-            stage = f"{selector}-{steering}"
+    with run_dir:
+        try:
             run_dir.status(stage, "running")
-            try:
-                record = _selection_stage(
-                    session, run_dir, f"selection-{stage}.json", selector, steering, resuming
-                )
-            except NothingSelected as failure:  # a method that finds nothing is a result too
-                rows.append({"selector": selector, "steering": steering, "error": str(failure)})
-                continue
-            save_direction(run_dir.file(f"direction-{stage}.safetensors"), session, record)
-            result = evaluate(session, record, baselines)
-            write_jsonl(run_dir.file(f"completions-{stage}.jsonl"), result.rows)
-            rows.append(comparison_row(record, result.block))
-        comparison = {
-            "model": config.model,
-            "rows": rows,
-            "adversarial": adversarial_record(config),
-            "judge": session.panel.primary,
-            "seconds": round(time.time() - started, 1),
-        }
-        write_text(run_dir.file("comparison.md"), render_comparison(comparison))
-        write_json(run_dir.file("comparison.json"), comparison)
-        run_dir.status("done", "complete")  # first, so the report shows the finished state
-        write_html_report(run_dir.path)
-        return comparison
-    except BaseException as error:
-        run_dir.status(stage, "failed", f"{type(error).__name__}: {error}")
-        raise
+            session = open_session(config, run_dir, resolved, inputs, resuming)
+            stage = "baseline"
+            baselines = baseline_runs(session)
+            rows = []
+            for selector, steering in METHODS:
+                stage = f"{selector}-{steering}"
+                run_dir.status(stage, "running")
+                try:
+                    record = _selection_stage(
+                        session, run_dir, f"selection-{stage}.json", selector, steering, resuming
+                    )
+                except NothingSelected as failure:  # a method that finds nothing is a result too
+                    rows.append({"selector": selector, "steering": steering, "error": str(failure)})
+                    continue
+                save_direction(run_dir.file(f"direction-{stage}.safetensors"), session, record)
+                result = evaluate(session, record, baselines)
+                write_jsonl(run_dir.file(f"completions-{stage}.jsonl"), result.rows)
+                rows.append(comparison_row(record, result.block))
+            comparison = {
+                "model": config.model,
+                "rows": rows,
+                "adversarial": adversarial_record(config),
+                "judge": session.panel.primary,
+                "seconds": round(time.time() - started, 1),
+            }
+            stage = "report"
+            run_dir.status(stage, "running")
+            write_text(run_dir.file("comparison.md"), render_comparison(comparison))
+            _finish(run_dir, "comparison.json", comparison)
+            return comparison
+        except BaseException as error:
+            run_dir.status(stage, "failed", f"{type(error).__name__}: {error}")
+            raise
 
 
 def comparison_row(record: dict[str, Any], block: dict[str, Any]) -> dict[str, Any]:

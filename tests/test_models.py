@@ -55,7 +55,7 @@ def test_converted_copy_is_verified_by_checksum(tmp_path):
     (directory / "model.safetensors").write_bytes(b"weights")
     marker = {
         "source_gguf_sha256": "src",
-        "model_safetensors_sha256": hashlib.sha256(b"weights").hexdigest(),
+        "files": {"model.safetensors": hashlib.sha256(b"weights").hexdigest()},
     }
     (directory / registry.MARKER).write_text(json.dumps(marker))
     assert registry.verify_converted(directory, "src")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,6 +25,8 @@ class ResolvedModel:
     spec: str
     path: str
     kind: str  # "embedded" | "gguf" | "directory" | "hub"
+    # Content identity (refusalkit.runs.identity.model_fingerprint): part of a run's resume key.
+    fingerprint: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -49,7 +52,18 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def resolve_model_path(spec: str) -> ResolvedModel:
+def resolve_model_path(spec: str, *, fingerprint: bool = True) -> ResolvedModel:
+    """Where ``spec``'s files are, and (unless ``fingerprint`` is False) their content identity."""
+    resolved = _locate(spec)
+    if not fingerprint:
+        return resolved
+    from refusalkit.runs.identity import model_fingerprint
+
+    identity = model_fingerprint(resolved.kind, resolved.spec, resolved.path)
+    return ResolvedModel(resolved.spec, resolved.path, resolved.kind, identity)
+
+
+def _locate(spec: str) -> ResolvedModel:
     if spec in EMBEDDED_MODELS:
         return ResolvedModel(spec, str(prepare_embedded(spec)), "embedded")
     path = Path(spec).expanduser()
@@ -60,7 +74,7 @@ def resolve_model_path(spec: str) -> ResolvedModel:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise RefusalkitError(f"{path} is a directory but has no config.json (not a HF model)")
-        return ResolvedModel(spec, str(path), "directory")
+        return ResolvedModel(spec, str(path.resolve()), "directory")
     if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") != 1:
         known = ", ".join(EMBEDDED_MODELS)
         raise RefusalkitError(
@@ -68,6 +82,54 @@ def resolve_model_path(spec: str) -> ResolvedModel:
             "a .gguf file, or a hub id like org/name"
         )
     return ResolvedModel(spec, spec, "hub")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+
+
+def _load_failure(spec: str, error: Exception) -> RefusalkitError:
+    """Loading a model's files fails inside whichever library reads them (safetensors' header
+    parser, the config's JSON, the tokenizer, jinja), each with its own exception type; every such
+    failure is about the files, so it is one line naming the model. Only these calls into
+    transformers are wrapped, not refusalkit's own code."""
+    return RefusalkitError(
+        f"could not load model '{spec}' ({_first_line(error)}); check that its files are complete "
+        "and unmodified (a truncated or garbled weight file fails here), or without network "
+        "access use an embedded model or a local directory"
+    )
+
+
+def load_tokenizer(resolved: ResolvedModel, *, trust_remote_code: bool = False) -> Any:
+    """The model's tokenizer, left-padded, with a pad token (eos where it has none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            resolved.path, trust_remote_code=trust_remote_code
+        )
+    except Exception as error:  # see _load_failure
+        raise _load_failure(resolved.spec, error) from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def context_length(resolved: ResolvedModel, *, trust_remote_code: bool = False) -> int | None:
+    """The model's context window from its config (None if the config names none)."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
+    except Exception as error:  # see _load_failure
+        raise _load_failure(resolved.spec, error) from error
+    for name in ("max_position_embeddings", "n_positions", "seq_length", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def load_model(
@@ -79,30 +141,21 @@ def load_model(
     override: ArchitectureOverride | None = None,
 ) -> tuple[ModelAdapter, ResolvedModel]:
     """Load weights and tokenizer and discover the architecture; inference mode, eval()."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     resolved = spec if isinstance(spec, ResolvedModel) else resolve_model_path(spec)
     spec = resolved.spec
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    tokenizer = load_tokenizer(resolved, trust_remote_code=trust_remote_code)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            resolved.path, trust_remote_code=trust_remote_code
-        )
         model = AutoModelForCausalLM.from_pretrained(
             resolved.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
         )
-    except OSError as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
-        raise RefusalkitError(
-            f"could not load model '{spec}' ({first_line}); without network access use an "
-            "embedded model or a local directory"
-        ) from error
+    except Exception as error:  # see _load_failure
+        raise _load_failure(spec, error) from error
     model.to(torch_device)
     model.eval()
     model.requires_grad_(False)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
     adapter = build_adapter(model, tokenizer, spec, override)
     return adapter, resolved

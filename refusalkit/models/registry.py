@@ -174,10 +174,7 @@ def convert_gguf_to_safetensors(gguf_path: Path, output_dir: Path, source_sha256
         config.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         save_model(model, str(staging / "model.safetensors"))
-        marker = {
-            "source_gguf_sha256": source_sha256,
-            "model_safetensors_sha256": sha256_file(staging / "model.safetensors"),
-        }
+        marker = {"source_gguf_sha256": source_sha256, "files": directory_file_hashes(staging)}
         (staging / MARKER).write_text(json.dumps(marker, indent=2))
         if output_dir.exists():
             shutil.rmtree(output_dir)
@@ -188,22 +185,62 @@ def convert_gguf_to_safetensors(gguf_path: Path, output_dir: Path, source_sha256
     return output_dir
 
 
-def verify_converted(directory: Path, expected_source_sha256: str | None) -> bool:
-    """True iff the converted copy is complete and its weights match the recorded checksum."""
+def directory_file_hashes(directory: Path) -> dict[str, str]:
+    """sha256 of every regular file under ``directory`` (relative POSIX paths), the marker
+    excluded: weights, config, tokenizer and chat template alike."""
+    return {
+        path.relative_to(directory).as_posix(): sha256_file(path)
+        for path in sorted(directory.rglob("*"))
+        if path.is_file() and path.name != MARKER
+    }
+
+
+def converted_copy_problem(directory: Path, expected_source_sha256: str | None) -> str | None:
+    """Why the converted copy in ``directory`` cannot be used as it is, or None if it can: its
+    marker must be readable, name the expected source, and list exactly the files present with
+    their checksums — a changed chat template is as wrong as changed weights."""
     marker_path = directory / MARKER
-    if not marker_path.is_file() or not (directory / "model.safetensors").is_file():
-        return False
-    marker = json.loads(marker_path.read_text())
+    if not directory.is_dir():
+        return "not converted yet"
+    try:
+        marker = json.loads(marker_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return f"its marker file {MARKER} is missing or unreadable"
+    files = marker.get("files") if isinstance(marker, dict) else None
+    if not isinstance(files, dict) or not files:
+        return f"its marker file {MARKER} lists no files (written by an older refusalkit?)"
     if expected_source_sha256 and marker.get("source_gguf_sha256") != expected_source_sha256:
-        return False
-    return bool(sha256_file(directory / "model.safetensors") == marker["model_safetensors_sha256"])
+        return "it was converted from a different GGUF file"
+    present = directory_file_hashes(directory)
+    if set(present) != set(files):
+        changed = sorted(set(present) ^ set(files))
+        return f"files were added or removed ({', '.join(changed[:3])})"
+    modified = sorted(name for name, digest in present.items() if files[name] != digest)
+    if modified:
+        return f"files changed since conversion ({', '.join(modified[:3])})"
+    return None
+
+
+def verify_converted(directory: Path, expected_source_sha256: str | None) -> bool:
+    """True iff the converted copy is complete and every file matches its recorded checksum."""
+    return converted_copy_problem(directory, expected_source_sha256) is None
+
+
+def _usable_copy(directory: Path, expected_source_sha256: str, name: str) -> bool:
+    problem = converted_copy_problem(directory, expected_source_sha256)
+    if problem is None:
+        return True
+    if directory.exists():
+        logger.warning("the cached copy of %s in %s is not usable (%s); converting it again",
+                       name, directory, problem)  # fmt: skip
+    return False
 
 
 def prepare_embedded(name: str) -> Path:
     """Return a verified safetensors directory for an embedded model, building it if needed."""
     model = EMBEDDED_MODELS[name]
     converted = cache_dir() / "models" / name
-    if verify_converted(converted, model.sha256):
+    if _usable_copy(converted, model.sha256, name):
         return converted
     gguf_path = cache_dir() / "gguf" / name / "model.gguf"
     if not (gguf_path.is_file() and sha256_file(gguf_path) == model.sha256):
@@ -220,6 +257,6 @@ def prepare_gguf_file(path: Path) -> Path:
     """A user's own .gguf file, converted once and cached by its sha256."""
     source_sha = sha256_file(path)
     converted = cache_dir() / "models" / f"gguf-{source_sha[:16]}"
-    if not verify_converted(converted, source_sha):
+    if not _usable_copy(converted, source_sha, str(path)):
         convert_gguf_to_safetensors(path, converted, source_sha)
     return converted

@@ -12,6 +12,7 @@ checks in :func:`build_chat_format` verify the suffix on several instructions.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class ChatFormat:
     suffix_text: str
     removed_default_system: str | None = None
     _head_cache: dict[str, list[int]] = field(default_factory=dict, repr=False)
+    _special_strings: tuple[str, ...] | None = field(default=None, repr=False)
 
     @property
     def n_post_instruction(self) -> int:
@@ -98,13 +100,49 @@ class ChatFormat:
         head = self.head_text(instruction, system)
         ids = self._head_cache.get(head)
         if ids is None:
-            ids = list(self.tokenizer(head, add_special_tokens=False)["input_ids"])
+            ids = self._encode_head(head, instruction)
             self._head_cache[head] = ids
         return ids + list(self.suffix_ids)
+
+    def _encode_head(self, head: str, instruction: str) -> list[int]:
+        """The head's tokens, with the instruction's own text kept literal: a prompt that contains
+        a special-token string such as ``<|im_end|>`` must not close its turn and open a forged
+        one (prompt injection into the template). Prompts without such strings are tokenized in
+        one piece, exactly as before; the others in three pieces — template before, instruction
+        with special tokens split into ordinary text, template after."""
+        encode = functools.partial(self.tokenizer, add_special_tokens=False)
+        if self._special_strings is None:
+            self._special_strings = special_token_strings(self.tokenizer)
+        found = [token for token in self._special_strings if token in instruction]
+        if not found:
+            return list(encode(head)["input_ids"])
+        core = instruction.strip()
+        start = head.rfind(core)
+        if start < 0:
+            raise RefusalkitError(
+                f"a prompt contains the special token {found[0]!r} and the chat template changes "
+                f"its text, so it cannot be kept literal: remove the token from the prompt "
+                f"(prompt starts {instruction[:60]!r})"
+            )
+        end = start + len(core)
+        before, after = head[:start], head[end:]
+        return (
+            (list(encode(before)["input_ids"]) if before else [])
+            + list(encode(core, split_special_tokens=True)["input_ids"])
+            + (list(encode(after)["input_ids"]) if after else [])
+        )
 
     def position_labels(self) -> list[str]:
         """Human-readable tokens at positions -P..-1."""
         return [self.tokenizer.decode([token]) for token in self.suffix_ids]
+
+
+def special_token_strings(tokenizer: Any) -> tuple[str, ...]:
+    """The tokenizer's special tokens as text."""
+    decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    specials = {token.content for token in decoder.values() if getattr(token, "special", False)}
+    specials |= set(getattr(tokenizer, "all_special_tokens", []) or [])
+    return tuple(sorted(t for t in specials if t))
 
 
 def _apply(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool = True) -> str:

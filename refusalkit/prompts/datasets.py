@@ -7,14 +7,17 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from refusalkit.errors import RefusalkitError
+
+logger = logging.getLogger(__name__)
 
 # Column names used by AdvBench (goal), HarmBench (Behavior), StrongREJECT (forbidden_prompt),
 # JailbreakBench (Goal), Alpaca and our own files (instruction), XSTest/OR-Bench (prompt).
@@ -30,6 +33,8 @@ BUILTIN_SETS = ("harmful", "harmless", "over_refusal")
 class Prompt:
     text: str
     category: str | None = None
+    # Where the prompt was read ("harmful.jsonl:12"), for error messages; not part of its identity.
+    origin: str | None = field(default=None, compare=False)
 
     @property
     def sha256(self) -> str:
@@ -43,6 +48,7 @@ class PromptSource:
     name: str  # "builtin:harmful" or a file path
     sha256: str  # of the file bytes
     column: str
+    skipped_rows: int = 0  # rows of a structured file whose prompt was empty or missing
 
 
 def _row_prompt(row: dict[str, Any], column: str | None, where: str) -> Prompt | None:
@@ -63,22 +69,24 @@ def _row_prompt(row: dict[str, Any], column: str | None, where: str) -> Prompt |
     if not text:
         return None
     category = next((str(row[c]) for c in CATEGORY_COLUMNS if row.get(c)), None)
-    return Prompt(text, category)
+    return Prompt(text, category, origin=where)
 
 
-def _parse_rows(path: Path, raw: str) -> list[dict[str, Any]] | list[str]:
+def _parse_rows(path: Path, raw: str) -> list[tuple[str, Any]]:
+    """(location, row) pairs; the location is a line for line-based formats, else a row/item."""
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        return raw.splitlines()
+        return [(f"{path}:{n}", line) for n, line in enumerate(raw.splitlines(), 1)]
     if suffix == ".csv":  # a file object, so quoted fields keep their line breaks
-        return list(csv.DictReader(io.StringIO(raw, newline="")))
+        reader = csv.DictReader(io.StringIO(raw, newline=""))
+        return [(f"{path}:{reader.line_num}", row) for row in reader]
     if suffix == ".jsonl":
         rows = []
         # Split on newlines only: JSON strings may contain U+2028 and friends unescaped.
         for number, line in enumerate(raw.split("\n"), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    rows.append((f"{path}:{number}", json.loads(line)))
                 except json.JSONDecodeError as error:
                     raise RefusalkitError(f"{path}:{number}: invalid JSON ({error.msg})") from error
         return rows
@@ -96,27 +104,38 @@ def _parse_rows(path: Path, raw: str) -> list[dict[str, Any]] | list[str]:
             data = lists[0]
         if not isinstance(data, list):
             raise RefusalkitError(f"{path}: expected a JSON list of prompts or objects")
-        return data
+        return [(f"{path} (item {n})", row) for n, row in enumerate(data, 1)]
     raise RefusalkitError(
         f"{path}: unsupported file type '{suffix}'; use .txt, .csv, .json or .jsonl"
     )
 
 
-def parse_prompts(path: Path, raw: str, column: str | None = None) -> list[Prompt]:
+def parse_prompts(
+    path: Path, raw: str, column: str | None = None
+) -> tuple[list[Prompt], list[str]]:
+    """The prompts of a file, and the locations of structured rows whose prompt was empty or
+    missing (blank lines of a .txt file separate prompts and are not counted)."""
     prompts: list[Prompt] = []
-    for index, row in enumerate(_parse_rows(path, raw)):
-        where = f"{path} (row {index + 1})"
+    empty: list[str] = []
+    for where, row in _parse_rows(path, raw):
         if isinstance(row, str):
-            prompt = Prompt(row.strip()) if row.strip() else None
+            prompt = Prompt(row.strip(), origin=where) if row.strip() else None
+            if prompt is None and path.suffix.lower() != ".txt":
+                empty.append(where)
         elif isinstance(row, dict):
             prompt = _row_prompt(row, column, where)
+            if prompt is None:
+                empty.append(where)
+        elif row is None:
+            prompt = None
+            empty.append(where)
         else:
             raise RefusalkitError(
                 f"{where}: expected a string or an object, got {type(row).__name__}"
             )
         if prompt is not None:
             prompts.append(prompt)
-    return prompts
+    return prompts, empty
 
 
 def load_prompts(path: str | Path, column: str | None = None) -> tuple[list[Prompt], PromptSource]:
@@ -129,10 +148,15 @@ def load_prompts(path: str | Path, column: str | None = None) -> tuple[list[Prom
         raw = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise RefusalkitError(f"{path}: not UTF-8 text") from error
-    prompts = parse_prompts(path, raw, column)
+    prompts, empty = parse_prompts(path, raw, column)
     if not prompts:
         raise RefusalkitError(f"{path}: no prompts found (the file is empty or every row is blank)")
-    source = PromptSource(str(path), hashlib.sha256(data).hexdigest(), column or "auto")
+    if empty:
+        logger.warning(
+            "%s: skipped %d row(s) with an empty or missing prompt (%s%s)",
+            path, len(empty), ", ".join(empty[:3]), ", …" if len(empty) > 3 else "",
+        )  # fmt: skip
+    source = PromptSource(str(path), hashlib.sha256(data).hexdigest(), column or "auto", len(empty))
     return prompts, source
 
 
@@ -143,8 +167,48 @@ def builtin_prompts(name: str) -> tuple[list[Prompt], PromptSource]:
             f"unknown built-in prompt set '{name}'; use {', '.join(BUILTIN_SETS)}"
         )
     data = resources.files("refusalkit").joinpath(f"data/{name}.jsonl").read_bytes()
-    prompts = parse_prompts(Path(f"{name}.jsonl"), data.decode("utf-8"), "instruction")
+    prompts, _ = parse_prompts(Path(f"{name}.jsonl"), data.decode("utf-8"), "instruction")
     return prompts, PromptSource(f"builtin:{name}", hashlib.sha256(data).hexdigest(), "instruction")
+
+
+# Harmful and harmless sets may share a few prompts by accident (two public lists written
+# independently); those are dropped from both, since a prompt labelled both ways only blurs the
+# difference in means. Sharing more than this fraction of the smaller set means the files are
+# mislabelled or the same, and no direction computed from them would mean anything.
+MAX_OVERLAP_FRACTION = 0.05
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def remove_overlap(
+    harmful: Sequence[Prompt], harmless: Sequence[Prompt], names: tuple[str, str]
+) -> tuple[list[Prompt], list[Prompt], int]:
+    """Both lists without the prompts they share (case and whitespace ignored), and how many
+    distinct prompts that was; refused above :data:`MAX_OVERLAP_FRACTION`."""
+    harmful_texts = {_normalised(p.text) for p in harmful}
+    harmless_texts = {_normalised(p.text) for p in harmless}
+    shared = harmful_texts & harmless_texts
+    if not shared:
+        return list(harmful), list(harmless), 0
+    smaller = min(len(harmful_texts), len(harmless_texts))
+    if len(shared) > MAX_OVERLAP_FRACTION * smaller:
+        raise RefusalkitError(
+            f"the harmful prompts ({names[0]}) and the harmless prompts ({names[1]}) share "
+            f"{len(shared)} of {smaller} distinct prompts ({len(shared) / smaller:.0%}); a "
+            "refusal direction needs two different sets — check that the files are not the same "
+            f"or swapped (at most {MAX_OVERLAP_FRACTION:.0%} may overlap; those are dropped)"
+        )
+    logger.warning(
+        "%d prompt(s) are in both the harmful and the harmless set; dropped from both "
+        "(recorded in splits.json)", len(shared),
+    )  # fmt: skip
+    return (
+        [p for p in harmful if _normalised(p.text) not in shared],
+        [p for p in harmless if _normalised(p.text) not in shared],
+        len(shared),
+    )
 
 
 @dataclass(frozen=True)
@@ -190,6 +254,7 @@ def split_manifest(splits: dict[str, Splits], sources: dict[str, PromptSource]) 
             "source": source.name,
             "source_sha256": source.sha256,
             "column": source.column,
+            "skipped_rows": source.skipped_rows,
             "splits": {
                 name: [{"sha256": p.sha256, "category": p.category, "text": p.text} for p in items]
                 for name, items in split.as_dict().items()

@@ -20,7 +20,7 @@ from typing import Any, TypeGuard
 
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.metrics import wilson_interval
-from refusalkit.io import write_text
+from refusalkit.io import read_json, write_text
 from refusalkit.report import svg
 from refusalkit.report.svg import escape_text as _e
 
@@ -110,7 +110,7 @@ summary { cursor: pointer; }
 
 
 def _load_json(path: Path) -> Any:
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def _load_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -841,11 +841,15 @@ def _page(title: str, body: str) -> str:
     )
 
 
-def _run_page(run_dir: Path) -> str:
-    summary = _dict(_load_json(run_dir / "summary.json"))
+def _pending_or_file(run_dir: Path, name: str, pending: Mapping[str, Any]) -> Any:
+    return pending[name] if name in pending else _load_json(run_dir / name)
+
+
+def _run_page(run_dir: Path, pending: Mapping[str, Any]) -> str:
+    summary = _dict(_pending_or_file(run_dir, "summary.json", pending))
     selection = _dict(_load_json(run_dir / "selection.json")) or _dict(summary.get("selection"))
     provenance = _dict(_load_json(run_dir / "provenance.json"))
-    status = _dict(_load_json(run_dir / "status.json"))
+    status = _dict(_pending_or_file(run_dir, "status.json", pending))
     rows = _load_jsonl(run_dir / "completions.jsonl")
     tokens = list(_dict(provenance.get("chat")).get("post_instruction_tokens") or [])
     tokens = list(selection.get("position_tokens") or tokens)
@@ -895,10 +899,10 @@ _SETS = (("harmful", "harmful refusal"), ("harmless", "harmless refusal"),
          ("over_refusal", "over-refusal"))  # fmt: skip
 
 
-def _compare_page(run_dir: Path) -> str:
-    comparison = _dict(_load_json(run_dir / "comparison.json"))
+def _compare_page(run_dir: Path, pending: Mapping[str, Any]) -> str:
+    comparison = _dict(_pending_or_file(run_dir, "comparison.json", pending))
     provenance = _dict(_load_json(run_dir / "provenance.json"))
-    status = _dict(_load_json(run_dir / "status.json"))
+    status = _dict(_pending_or_file(run_dir, "status.json", pending))
     tokens = list(_dict(provenance.get("chat")).get("post_instruction_tokens") or [])
     model = comparison.get("model") or "?"
     methods = [_dict(r) for r in comparison.get("rows") or []]
@@ -1024,22 +1028,26 @@ def _compare_page(run_dir: Path) -> str:
     return _page(f"refusalkit compare — {model}", body)
 
 
-def render_html(run_dir: Path) -> str:
+def render_html(run_dir: Path, pending: Mapping[str, Any] | None = None) -> str:
     """The report page for a run directory (summary.json/selection.json) or a compare directory
-    (comparison.json), as one self-contained HTML string."""
+    (comparison.json), as one self-contained HTML string. ``pending`` maps file names to the
+    content they are about to be written with: a workflow renders its report before it writes
+    its result file (see refusalkit.runs.directory), as the finished directory will read."""
     run_dir = Path(run_dir)
-    if (run_dir / "comparison.json").is_file():
-        return _compare_page(run_dir)
-    if (run_dir / "summary.json").is_file() or (run_dir / "selection.json").is_file():
-        return _run_page(run_dir)
+    pending = pending or {}
+    present = {name for name in pending} | {p.name for p in run_dir.glob("*.json")}
+    if "comparison.json" in present:
+        return _compare_page(run_dir, pending)
+    if "summary.json" in present or "selection.json" in present:
+        return _run_page(run_dir, pending)
     raise RefusalkitError(
         f"{run_dir} has no summary.json, selection.json or comparison.json: "
         "give the directory of a `refusalkit run` or `refusalkit compare`"
     )
 
 
-def write_html_report(run_dir: Path) -> Path:
+def write_html_report(run_dir: Path, pending: Mapping[str, Any] | None = None) -> Path:
     """Render the report and write it atomically to ``run_dir / "report.html"``."""
     path = Path(run_dir) / "report.html"
-    write_text(path, render_html(Path(run_dir)))
+    write_text(path, render_html(Path(run_dir), pending))
     return path
