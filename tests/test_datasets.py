@@ -170,7 +170,7 @@ def test_no_recognised_column(tmp_path: Path) -> None:
     with pytest.raises(RefusalkitError, match="no prompt column found") as info:
         load_prompts(path)
     message = str(info.value)
-    assert "foo, bar" in message and "--column" in message and f"{path}:2" in message  # the file line of the first row
+    assert "foo, bar" in message and "--column" in message and f"{path}:2" in message
 
 
 def test_bad_json(tmp_path: Path) -> None:

@@ -66,9 +66,7 @@ def test_force_never_replaces_a_directory_refusalkit_did_not_write(model_dir, tm
         assert _snapshot(out) == before  # every file still there, byte for byte
 
 
-def test_force_refuses_the_current_and_home_directories(
-    model_dir, tmp_path, capsys, monkeypatch
-):
+def test_force_refuses_the_current_and_home_directories(model_dir, tmp_path, capsys, monkeypatch):
     work = tmp_path / "work"
     work.mkdir()
     (work / "notes.txt").write_text("mine")
