@@ -2,7 +2,8 @@
 
 A thin layer over :mod:`refusalkit.pipeline`: it parses options into a :class:`RunConfig`, shows
 progress, prints a short summary, and turns every :class:`RefusalkitError` into one line on stderr
-and exit status 2.
+and exit status 2. Exit status: 0 done; 2 bad input or environment (one line); 3 the run finished
+but found no working direction (its verdict, printed last, says why); 130 Ctrl-C; 143 SIGTERM.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from refusalkit.config import (
 )
 from refusalkit.errors import RefusalkitError, RunTerminated
 from refusalkit.evaluation.metrics import format_block_rate
+from refusalkit.evaluation.verdict import EXIT_NO_WORKING_DIRECTION
 from refusalkit.models.registry import DEFAULT_MODEL, EMBEDDED_MODELS
 from refusalkit.prompts.chat import ADVERSARIAL_SYSTEM_PROMPT
 
@@ -396,10 +398,22 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
             f"{format_block_rate(block, 'baseline_refusal')} -> with {verb} "
             f"{format_block_rate(block, 'intervention_refusal')}"
         )
+    warning = selection.get("diagnostics", {}).get("warning")
+    if warning:
+        lines.append(f"warning: {warning}")
     if "weak_alignment" in summary:
         lines.append(_sweep_summary(summary))
     lines.append(f"run directory: {out}  (summary.json, report.md; {summary['seconds']} s)")
+    lines += verdict_lines(summary["verdict"])
     print("\n".join(lines))  # noqa: T201 - the CLI's own output
+
+
+def verdict_lines(verdict: dict[str, Any]) -> list[str]:
+    """The effect verdict, last: what a user must not miss."""
+    effects = ", ".join(f"{kind} {verdict[kind]}" for kind in ("removal", "addition")
+                        if kind in verdict)  # fmt: skip
+    head = "VERDICT: " + effects + ("" if verdict["works"] else " — NO WORKING DIRECTION")
+    return [head, f"  {verdict['reason']}"]
 
 
 def _sweep_summary(summary: dict[str, Any]) -> str:
@@ -493,10 +507,19 @@ def _main(argv: list[str] | None) -> int:
         if args.command == "compare":
             comparison = compare(config, out, force=args.force)
             print(render_comparison(comparison), f"run directory: {out}", sep="\n")  # noqa: T201
-            return 0
+            working = comparison["working_methods"]
+            print(  # noqa: T201
+                "VERDICT: "
+                + (
+                    f"working directions from {', '.join(working)}"
+                    if working
+                    else "NO WORKING DIRECTION from any method"
+                )
+            )
+            return 0 if working else EXIT_NO_WORKING_DIRECTION
         summary = run(config, out, force=args.force)
         _print_summary(summary, out)
-        return 0
+        return 0 if summary["verdict"]["works"] else EXIT_NO_WORKING_DIRECTION
     except RefusalkitError as error:
         print(f"refusalkit: error: {error}", file=sys.stderr)  # noqa: T201
         return 2

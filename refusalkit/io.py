@@ -87,6 +87,20 @@ def read_json(path: Path) -> Any:
         raise _unreadable(path, error) from error
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    try:
+        for line in path.read_text(encoding="utf-8").split("\n"):
+            if line.strip():
+                row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError("a line is not a JSON object")
+                rows.append(row)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise _unreadable(path, error) from error
+    return rows
+
+
 def write_tensors(
     path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
 ) -> None:

@@ -49,8 +49,16 @@ from refusalkit.evaluation.sweep import (
     assess,
     sweep_point,
 )
+from refusalkit.evaluation.verdict import run_verdict
 from refusalkit.interventions import AffineEdit, applied
-from refusalkit.io import read_json, write_json, write_jsonl, write_tensors, write_text
+from refusalkit.io import (
+    read_json,
+    read_jsonl,
+    write_json,
+    write_jsonl,
+    write_tensors,
+    write_text,
+)
 from refusalkit.models.adapter import ArchitectureOverride, ModelAdapter
 from refusalkit.models.loading import (
     ResolvedModel,
@@ -75,6 +83,7 @@ from refusalkit.prompts.datasets import (
 from refusalkit.report.html import write_html_report
 from refusalkit.runs import RunDirectory, check_output_path
 from refusalkit.selection.cosmic import CosmicSettings, low_similarity_layers
+from refusalkit.selection.diagnostics import selection_diagnostics
 from refusalkit.selection.engine import (
     CosmicEngine,
     RefusalScoreEngine,
@@ -300,6 +309,7 @@ SUMMARY_SELECTION_KEYS = (
     "s_refuse",
     "bypass",
     "induce",
+    "diagnostics",
 )
 
 
@@ -449,6 +459,13 @@ def select_direction(session: Session, selector: str, steering: str) -> dict[str
     else:
         raise RefusalkitError(f"invalid selector '{selector}': use {', '.join(SELECTORS)}")
     record["position_tokens"] = session.chat.position_labels()
+    cosmic = selector == "cosmic"
+    record["diagnostics"] = selection_diagnostics(
+        record,
+        score_key="score" if cosmic else "bypass",
+        higher_is_better=cosmic,
+        kl_threshold=session.config.kl_threshold,
+    )
     record["seconds"] = round(time.time() - started, 1)
     return record
 
@@ -648,6 +665,7 @@ def weak_alignment(
         verdict = replace(verdict, statement=f"{verdict.statement} {contrast_sentence(contrast)}")
     parts.update(
         {
+            "verdict": run_verdict(result.rows),
             "selection": _summary_selection(record),
             "evaluation": result.block,
             "alpha_sweep": [point.as_dict() for point in points],
@@ -951,10 +969,15 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
                 save_direction(run_dir.file("direction.safetensors"), session, record)
                 stage = "evaluation"
                 run_dir.status(stage, "running")
-                block = _evaluation_stage(session, run_dir, record, resuming)
-                summary = {"selection": _summary_selection(record), "evaluation": block}
+                block, rows = _evaluation_stage(session, run_dir, record, resuming)
+                summary = {
+                    "verdict": run_verdict(rows),
+                    "selection": _summary_selection(record),
+                    "evaluation": block,
+                }
             summary = {
                 "model": config.model,
+                "verdict": summary.pop("verdict"),
                 **summary,
                 "adversarial": adversarial_record(config),
                 "config_sha256": _config_digest(config.as_dict()),
@@ -974,16 +997,17 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
 
 def _evaluation_stage(
     session: Session, run_dir: RunDirectory, record: dict[str, Any], resuming: bool
-) -> dict[str, Any]:
-    """The evaluation block; a resumed run whose evaluation finished (``evaluation.json``, written
-    after ``completions.jsonl``) reuses it instead of generating every completion again."""
-    path = run_dir.file("evaluation.json")
-    if resuming and path.exists() and run_dir.file("completions.jsonl").exists():
-        return dict(read_json(path))
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The evaluation block and its completion rows; a resumed run whose evaluation finished
+    (``evaluation.json``, written after ``completions.jsonl``) reuses them instead of generating
+    every completion again."""
+    path, completions = run_dir.file("evaluation.json"), run_dir.file("completions.jsonl")
+    if resuming and path.exists() and completions.exists():
+        return dict(read_json(path)), read_jsonl(completions)
     result = evaluate(session, record, baseline_runs(session))
-    write_jsonl(run_dir.file("completions.jsonl"), result.rows)
+    write_jsonl(completions, result.rows)
     write_json(path, result.block)
-    return result.block
+    return result.block, result.rows
 
 
 def _finish(run_dir: RunDirectory, result_file: str, result: dict[str, Any]) -> None:
@@ -1022,9 +1046,17 @@ def compare(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, A
                 save_direction(run_dir.file(f"direction-{stage}.safetensors"), session, record)
                 result = evaluate(session, record, baselines)
                 write_jsonl(run_dir.file(f"completions-{stage}.jsonl"), result.rows)
-                rows.append(comparison_row(record, result.block))
+                rows.append(
+                    {**comparison_row(record, result.block), "verdict": run_verdict(result.rows)}
+                )
+            working = [
+                f"{row['selector']}-{row['steering']}"
+                for row in rows
+                if row.get("verdict", {}).get("works")
+            ]
             comparison = {
                 "model": config.model,
+                "working_methods": working,
                 "rows": rows,
                 "adversarial": adversarial_record(config),
                 "judge": session.panel.primary,
@@ -1148,12 +1180,14 @@ def render_report(
     lines = [
         f"# refusalkit run — {summary['model']}",
         "",
+        *_verdict_banner(summary.get("verdict")),
         f"Selected by {selection['method']}-{selection['steering'].upper()}: position "
         f"{selection['position']} (token {token!r}), layer {selection['layer']}, "
         f"score {selection['score']:.4f}, KL {selection['kl']:.4f}.",
         f"Candidates: {selection['n_candidates']}, kept by the score-independent filters: "
         f"{selection['n_kept']}."
         + (f" Evaluation layers L_low: {record['l_low']}." if "l_low" in record else ""),
+        *_diagnostics_lines(record.get("diagnostics")),
         "",
         f"Refusal rates by the {evaluation['judge']} judge: value (count/n, 95% Wilson interval).",
         "",
@@ -1244,6 +1278,33 @@ def render_report(
         "",
     ]
     return "\n".join(lines)
+
+
+def _diagnostics_lines(diagnostics: dict[str, Any] | None) -> list[str]:
+    if not diagnostics:
+        return []
+    lines = [f"The pick ranks {diagnostics['rank']} of {diagnostics['n_scored']} scored candidates "
+             "by the method's criterion."]  # fmt: skip
+    for entry in diagnostics["removed_above_pick"].values():
+        text = f"{entry['count']} candidate(s) above it failed the {entry['filter']} filter"
+        if "kl_range" in entry:
+            low, high = entry["kl_range"]
+            text += f" (KL {low:.3f}–{high:.3f} > {entry['kl_threshold']:g})"
+        lines.append(text + ".")
+    if diagnostics.get("warning"):
+        lines.append(f"**Warning:** {diagnostics['warning']}.")
+    return [" ".join(lines)]
+
+
+def _verdict_banner(verdict: dict[str, Any] | None) -> list[str]:
+    if not verdict:
+        return []
+    effects = ", ".join(f"{kind}: **{verdict[kind]}**" for kind in ("removal", "addition")
+                        if kind in verdict)  # fmt: skip
+    head = (
+        "> **Verdict" + ("" if verdict["works"] else " — no working direction") + f"** ({effects})"
+    )
+    return [head, f"> {verdict['reason']}", ""]
 
 
 def adversarial_line(adversarial: dict[str, Any] | None) -> list[str]:

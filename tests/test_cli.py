@@ -12,8 +12,13 @@ from pathlib import Path
 import pytest
 
 from refusalkit.cli import main
+from refusalkit.evaluation.verdict import EXIT_NO_WORKING_DIRECTION
 from refusalkit.prompts.datasets import builtin_prompts
 
+# A run on a tiny random model finishes with exit 0 or, when its direction does nothing (the
+# usual case for random weights), EXIT_NO_WORKING_DIRECTION; test_exit_status_follows_the_verdict
+# checks which one each run must give.
+FINISHED = (0, EXIT_NO_WORKING_DIRECTION)
 SMALL = ["--n-train", "6", "--n-val", "3", "--n-test", "3", "--max-new-tokens", "3",
          "--kl-threshold", "1000", "--quiet"]  # fmt: skip
 
@@ -27,7 +32,7 @@ def _run(capsys, *args: str) -> tuple[int, str, str]:
 def test_run_writes_the_run_directory_contract(model_dir, tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, _ = _run(capsys, "run", "--model", str(model_dir), *SMALL, "--out", str(out))
-    assert code == 0
+    assert code in FINISHED
     assert "selected position" in stdout and str(out) in stdout
     for name in ("config.json", "splits.json", "provenance.json", "candidates.safetensors",
                  "selection.json", "direction.safetensors", "completions.jsonl", "report.md",
@@ -90,17 +95,17 @@ def test_run_writes_the_run_directory_contract(model_dir, tmp_path, capsys):
 def test_existing_run_needs_force_and_unfinished_run_resumes(model_dir, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["run", "--model", str(model_dir), *SMALL, "--out", str(out)]
-    assert _run(capsys, *args)[0] == 0
+    assert _run(capsys, *args)[0] in FINISHED
     code, _, err = _run(capsys, *args)
     assert code == 2 and "already holds a finished run" in err and "--force" in err
     first = (out / "candidates.safetensors").read_bytes()
     selection = (out / "selection.json").read_bytes()
     (out / "summary.json").unlink()  # as if interrupted during evaluation
-    assert _run(capsys, *args)[0] == 0
+    assert _run(capsys, *args)[0] in FINISHED
     assert (out / "candidates.safetensors").read_bytes() == first  # finished stages are reused
     assert (out / "selection.json").read_bytes() == selection
     assert json.loads((out / "summary.json").read_text())["selection"]["n_candidates"] > 0
-    assert _run(capsys, *args, "--force")[0] == 0
+    assert _run(capsys, *args, "--force")[0] in FINISHED
 
 
 def _write_prompt_files(directory: Path, label: str, fmt: str) -> Path:
@@ -125,7 +130,7 @@ def test_own_prompt_files(model_dir, tmp_path, capsys, fmt):
     out = tmp_path / "run"
     code, _, err = _run(capsys, "run", "--model", str(model_dir), *SMALL, "--harmful", str(harmful),
                         "--harmless", str(harmless), "--out", str(out))  # fmt: skip
-    assert code == 0, err
+    assert code in FINISHED, err
     manifest = json.loads((out / "splits.json").read_text())
     assert manifest["harmful"]["source"] == str(harmful)
     assert manifest["harmless"]["source"] == str(harmless)
@@ -182,7 +187,7 @@ def test_refusal_score_selector_run(model_dir, tmp_path, capsys):
         capsys, "run", "--model", str(model_dir), *SMALL, "--selector", "refusal-score",
         "--steering", "ace", "--induce-threshold", "-1000", "--out", str(out),
     )  # fmt: skip
-    assert code == 0, err
+    assert code in FINISHED, err
     assert "refusal-score-ACE selected position" in stdout
     selection = json.loads((out / "selection.json").read_text())
     assert selection["method"] == "refusal-score" and selection["refusal_tokens"]["ids"]
@@ -204,7 +209,7 @@ def test_compare_writes_one_row_per_method(model_dir, tmp_path, capsys):
         capsys, "compare", "--model", str(model_dir), *SMALL, "--induce-threshold", "-1000",
         "--out", str(out),
     )  # fmt: skip
-    assert code == 0, err
+    assert code in FINISHED, err
     comparison = json.loads((out / "comparison.json").read_text())
     methods = [(row["selector"], row["steering"]) for row in comparison["rows"]]
     assert methods == [("cosmic", "lce"), ("cosmic", "ace"), ("refusal-score", "lce"),
@@ -236,7 +241,7 @@ def test_compare_reports_a_method_that_selects_nothing(model_dir, tmp_path, caps
         capsys, "compare", "--model", str(model_dir), *SMALL, "--induce-threshold", "1000",
         "--out", str(out),
     )  # fmt: skip
-    assert code == 0, err
+    assert code in FINISHED, err
     rows = json.loads((out / "comparison.json").read_text())["rows"]
     assert [r["selector"] for r in rows if "error" not in r] == ["cosmic", "cosmic"]
     failed = [r for r in rows if "error" in r]
@@ -253,7 +258,7 @@ def test_compare_reports_a_method_that_selects_nothing(model_dir, tmp_path, caps
         capsys, "compare", "--model", str(model_dir), *SMALL, "--induce-threshold", "1000",
         "--out", str(out),
     )  # fmt: skip
-    assert code == 0, err
+    assert code in FINISHED, err
     assert json.loads((out / "selection-refusal-score-lce.json").read_text()) == stored
 
 
@@ -264,7 +269,7 @@ def test_refusal_substring_selector(model_dir, tmp_path, capsys):
         capsys, "run", "--model", str(model_dir), *SMALL, "--selector", "refusal-substring",
         "--induce-threshold", "-1000", "--out", str(out),
     )  # fmt: skip
-    assert code == 0, err
+    assert code in FINISHED, err
     record = json.loads((out / "selection.json").read_text())
     assert record["method"] == "refusal-substring" and record["max_new_tokens"] == 8
     assert record["induce_rate_threshold"] == pytest.approx(0.0)

@@ -22,6 +22,7 @@ from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.metrics import Rate
 from refusalkit.report import render_html, svg, write_html_report
 from tests.chromium import check_page, find_chromium
+from tests.test_cli import FINISHED
 
 SMALL = ["--n-train", "6", "--n-val", "3", "--n-test", "3", "--max-new-tokens", "3",
          "--kl-threshold", "1000", "--quiet"]  # fmt: skip
@@ -36,7 +37,7 @@ HOSTILE = "<script>alert('x')</script> see https://evil.example/a.png & http://x
 @pytest.fixture(scope="module")
 def run_dir(model_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report") / "run"
-    assert main(["run", "--model", str(model_dir), *SMALL, "--out", str(out)]) == 0
+    assert main(["run", "--model", str(model_dir), *SMALL, "--out", str(out)]) in FINISHED
     return out
 
 
@@ -44,7 +45,7 @@ def run_dir(model_dir, tmp_path_factory) -> Path:
 def compare_dir(model_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("report") / "cmp"
     args = ["compare", "--model", str(model_dir), *SMALL, "--induce-threshold", "-1000"]
-    assert main([*args, "--out", str(out)]) == 0
+    assert main([*args, "--out", str(out)]) in FINISHED
     return out
 
 

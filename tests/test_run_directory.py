@@ -23,7 +23,7 @@ from refusalkit.models import registry
 from refusalkit.prompts.chat import build_chat_format
 from refusalkit.prompts.datasets import builtin_prompts
 from refusalkit.runs.directory import LOCK, MARKER, RunLock
-from tests.test_cli import SMALL, _run
+from tests.test_cli import FINISHED, SMALL, _run
 from tests.tiny import make_model, make_tokenizer
 
 
@@ -88,7 +88,7 @@ def test_force_replaces_a_finished_run_directory_even_through_a_symlink(
     model_dir, tmp_path, capsys
 ):
     out = tmp_path / "run"
-    assert _run(capsys, *_args(model_dir, out))[0] == 0
+    assert _run(capsys, *_args(model_dir, out))[0] in FINISHED
     assert (out / MARKER).is_file()
     code, _, err = _run(capsys, *_args(model_dir, out))
     _one_line_error(code, err, "already holds a finished run")
@@ -96,7 +96,7 @@ def test_force_replaces_a_finished_run_directory_even_through_a_symlink(
     link.symlink_to(out)
     (out / "stale-extra.json").write_text("{}")  # an artifact of the replaced run
     code, _, err = _run(capsys, *_args(model_dir, link, "--force"))
-    assert code == 0, err
+    assert code in FINISHED, err
     assert link.is_symlink() and (out / "summary.json").is_file()
     assert not (out / "stale-extra.json").exists()  # replaced, not merged
 
@@ -109,10 +109,10 @@ def test_a_changed_prompt_file_is_never_resumed_from(model_dir, tmp_path, capsys
     harmful = _prompt_file(tmp_path / "harmful.txt", "harmful")
     out = tmp_path / "run"
     args = _args(model_dir, out, "--harmful", str(harmful))
-    assert _run(capsys, *args)[0] == 0
+    assert _run(capsys, *args)[0] in FINISHED
     (out / "summary.json").unlink()  # as if killed during the evaluation
     code, _, err = _run(capsys, *args)  # same inputs: resumes, and says from where
-    assert code == 0 and "resuming the unfinished run" in err, err
+    assert code in FINISHED and "resuming the unfinished run" in err, err
     (out / "summary.json").unlink()
     _prompt_file(harmful, "harmful", start=20)  # same path, other prompts
     code, _, err = _run(capsys, *args)
@@ -124,7 +124,7 @@ def test_a_swapped_model_directory_is_never_resumed_from(model_dir, tmp_path, ca
     model = tmp_path / "model"
     shutil.copytree(model_dir, model)
     out = tmp_path / "run"
-    assert _run(capsys, *_args(model, out))[0] == 0
+    assert _run(capsys, *_args(model, out))[0] in FINISHED
     (out / "summary.json").unlink()
     shutil.rmtree(model)  # another model behind the same path
     tokenizer = make_tokenizer("chatml")
@@ -179,7 +179,7 @@ def test_sigterm_records_failed_and_the_rerun_resumes(model_dir, tmp_path):
     status = json.loads((out / "status.json").read_text())
     assert status["state"] == "failed" and "signal" in status["message"]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode in FINISHED, result.stderr
     assert "resuming the unfinished run" in result.stderr
 
 
@@ -191,8 +191,8 @@ def test_two_runs_into_one_directory_one_wins_the_other_says_so(model_dir, tmp_p
         for command in (first, [*first, "--force"])
     ]
     results = [(p.wait(timeout=600), p.communicate()[1]) for p in processes]
-    codes = sorted(code for code, _ in results)
-    assert codes == [0, 2], results
+    codes = [code for code, _ in results]
+    assert codes.count(2) == 1 and next(c for c in codes if c != 2) in FINISHED, results
     loser = next(err for code, err in results if code == 2)
     needle = "in use by another" if "in use by another" in loser else "finished run"
     _one_line_error(2, loser, needle)
@@ -256,7 +256,7 @@ def test_a_small_overlap_is_dropped_from_both_sets_and_recorded(model_dir, tmp_p
     out = tmp_path / "run"
     code, _, err = _run(capsys, *_args(model_dir, out, "--harmful", str(harmful),
                                        "--harmless", str(harmless)))  # fmt: skip
-    assert code == 0, err
+    assert code in FINISHED, err
     assert "in both the harmful and the harmless set" in err
     manifest = json.loads((out / "splits.json").read_text())
     assert manifest["overlap_removed"] == 1
@@ -283,7 +283,7 @@ def test_empty_rows_are_counted_and_recorded(model_dir, tmp_path, capsys):
     harmful.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = tmp_path / "run"
     code, _, err = _run(capsys, *_args(model_dir, out, "--harmful", str(harmful)))
-    assert code == 0, err
+    assert code in FINISHED, err
     assert "skipped 2 row(s) with an empty or missing prompt" in err and f"{harmful}:21" in err
     assert json.loads((out / "splits.json").read_text())["harmful"]["skipped_rows"] == 2
 
@@ -325,7 +325,7 @@ def test_a_report_failure_leaves_nothing_that_looks_finished(
     evaluation = (out / "evaluation.json").read_bytes()
     monkeypatch.undo()
     code, _, err = _run(capsys, *_args(model_dir, out))  # the rerun resumes, reusing everything
-    assert code == 0, err
+    assert code in FINISHED, err
     assert "from stage 'report'" in err
     assert (out / "evaluation.json").read_bytes() == evaluation
     assert json.loads((out / "status.json").read_text())["state"] == "complete"
@@ -334,7 +334,7 @@ def test_a_report_failure_leaves_nothing_that_looks_finished(
 
 def test_run_files_get_the_users_usual_permissions(model_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert _run(capsys, *_args(model_dir, out))[0] == 0
+    assert _run(capsys, *_args(model_dir, out))[0] in FINISHED
     umask = os.umask(0)
     os.umask(umask)
     for name in ("summary.json", "candidates.safetensors", "report.html"):
@@ -371,7 +371,7 @@ def test_a_full_disk_mid_run_is_one_line_and_recorded(model_dir, tmp_path, capsy
     _one_line_error(code, err, "No space left on device")
     assert json.loads((out / "status.json").read_text())["state"] == "failed"
     monkeypatch.setattr(pipeline, "write_jsonl", real)
-    assert _run(capsys, *_args(model_dir, out))[0] == 0
+    assert _run(capsys, *_args(model_dir, out))[0] in FINISHED
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbled"])
@@ -388,7 +388,7 @@ def test_damaged_weights_are_one_line(model_dir, tmp_path, capsys, damage):
 
 def test_a_damaged_run_artifact_is_one_line(model_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    assert _run(capsys, *_args(model_dir, out))[0] == 0
+    assert _run(capsys, *_args(model_dir, out))[0] in FINISHED
     (out / "summary.json").unlink()
     (out / "candidates.safetensors").write_bytes(b"not safetensors")
     (out / "selection.json").unlink()

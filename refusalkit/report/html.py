@@ -446,6 +446,24 @@ def _selection_plots(selection: Mapping[str, Any], fallback_tokens: Sequence[Any
     )
 
 
+def _verdict_banner(verdict: Mapping[str, Any], diagnostics: Mapping[str, Any]) -> str:
+    """The effect verdict first: a failed selection is the first thing a reader sees."""
+    if not verdict:
+        return ""
+    effects = ", ".join(
+        f"{kind}: <b>{_e(str(verdict[kind]))}</b>" for kind in ("removal", "addition")
+        if kind in verdict
+    )  # fmt: skip
+    works = bool(verdict.get("works"))
+    head = "Verdict" if works else "Verdict — no working direction"
+    warning = diagnostics.get("warning")
+    note = f"<br><b>Selection warning:</b> {_e(str(warning))}" if warning else ""
+    return (
+        f'<p class="statement{"" if works else " finding"}" id="verdict"><b>{head}</b> '
+        f"({effects})<br>{_e(str(verdict.get('reason', '')))}{note}</p>"
+    )
+
+
 def _pick_facts(selection: Mapping[str, Any], tokens: Sequence[Any]) -> list[tuple[str, str]]:
     position = selection.get("position")
     token = ""
@@ -869,7 +887,9 @@ def _run_page(run_dir: Path, pending: Mapping[str, Any]) -> str:
     if not summary:
         facts.append(("note", '<span class="error">no summary.json: the run did not finish</span>'))
     body = (
-        f"<h1>refusalkit run report</h1>{_facts(facts)}"
+        "<h1>refusalkit run report</h1>"
+        + _verdict_banner(_dict(summary.get("verdict")), _dict(selection.get("diagnostics")))
+        + _facts(facts)
         + sweep
         + _rates_section(_dict(summary.get("evaluation")), rows)
         + '<h2 id="selection">Selection</h2>'
@@ -1004,8 +1024,20 @@ def _compare_page(run_dir: Path, pending: Mapping[str, Any]) -> str:
         ("state", _e(f"{status.get('state', '?')} ({status.get('stage', '?')})")),
     ]
     alt = "Bar chart of refusal rates per method with 95% intervals"
+    working = comparison.get("working_methods")
+    verdict = (
+        ""
+        if working is None
+        else '<p class="statement">Working directions from: '
+        + _e(", ".join(map(str, working)))
+        + "</p>"
+        if working
+        else '<p class="statement finding"><b>No working direction</b> from any method: no '
+        "selected direction removed or induced refusal on the test prompts (verdicts per method in "
+        "comparison.json).</p>"
+    )
     body = (
-        f"<h1>refusalkit compare report</h1>{_facts(facts)}"
+        f"<h1>refusalkit compare report</h1>{verdict}{_facts(facts)}"
         '<h2 id="comparison">Comparison</h2>'
         + (
             f"<p>Baselines (no intervention, shared by all methods): {baseline_text}.</p>"

@@ -116,6 +116,8 @@ def describe_difference(stored: dict[str, Any], current: dict[str, Any]) -> str:
             continue
         if name == "model":
             return "the model's files changed (same path, different contents)"
+        if name == "workflow":
+            return f"it was made by `refusalkit {stored.get(name)}`, not `{current.get(name)}`"
         if name == "config":
             old, new = stored.get(name) or {}, current.get(name) or {}
             keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
