@@ -236,6 +236,14 @@ def _add_run_options(parser: argparse.ArgumentParser, *, choose_method: bool = T
             help="weakly aligned model: two-stage (ACE α=0 first, then select in the second "
             "half and sweep ACE addition) or direct (sweep on the model as it is)",
         )
+        method.add_argument(
+            "--stability",
+            type=_non_negative_int,
+            default=0,
+            metavar="N",
+            help="COSMIC only: re-select on N bootstrap resamples of the train prompts and report "
+            "how often each candidate wins (default 0: off; each resample costs one selection)",
+        )
         hard.add_argument(
             "--alphas",
             type=_number_list,
@@ -368,6 +376,7 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         adversarial_text=args.adversarial_text,
         weak_alignment=getattr(args, "weak_alignment", "none"),
         alphas=getattr(args, "alphas", [1.0, 2.0, 3.0]),
+        stability=getattr(args, "stability", 0),
     )
 
 

@@ -65,6 +65,8 @@ class RunConfig:
     # Weakly aligned models (SPEC §5): none | two-stage | direct, with the ACE addition sweep.
     weak_alignment: str = "none"
     alphas: list[float] = field(default_factory=lambda: [1.0, 2.0, 3.0])
+    # COSMIC pick stability: re-select on this many bootstrap resamples of the train prompts.
+    stability: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -92,6 +94,8 @@ def check_numbers(config: RunConfig) -> None:
         raise RefusalkitError(
             f"--n-over-refusal must be 0 (skip) or more (got {config.n_over_refusal})"
         )
+    if config.stability < 0:
+        raise RefusalkitError(f"--stability must be 0 (off) or more (got {config.stability})")
     if config.min_layer < 0:
         raise RefusalkitError(f"min_layer must be 0 or more (got {config.min_layer})")
     for alpha in config.alphas:

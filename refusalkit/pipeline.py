@@ -97,6 +97,7 @@ from refusalkit.selection.refusal_score import (
     RefusalScoreSettings,
     refusal_tokens,
 )
+from refusalkit.selection.stability import per_prompt_activations, pick_stability
 from refusalkit.selection.substring_score import SubstringScoreEngine, rate_threshold
 
 SELECTORS = ("cosmic", "refusal-score", "refusal-substring")
@@ -910,6 +911,11 @@ def _check_hard_cases(config: RunConfig) -> None:
             f"invalid --weak-alignment '{config.weak_alignment}': use "
             + ", ".join(WEAK_ALIGNMENT_MODES)
         )
+    if config.stability and (config.selector != "cosmic" or config.weak_alignment != "none"):
+        raise RefusalkitError(
+            "--stability re-runs COSMIC selection on resampled train prompts: use it with "
+            "--selector cosmic and without --weak-alignment"
+        )
     if config.weak_alignment != "none":
         if config.selector != "cosmic":
             raise RefusalkitError(
@@ -967,12 +973,17 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
                     session, run_dir, "selection.json", config.selector, config.steering, resuming
                 )
                 save_direction(run_dir.file("direction.safetensors"), session, record)
+                selection = _summary_selection(record)
+                if config.stability:
+                    stage = "stability"
+                    run_dir.status(stage, "running")
+                    selection["stability"] = _stability_stage(session, run_dir, record, resuming)
                 stage = "evaluation"
                 run_dir.status(stage, "running")
                 block, rows = _evaluation_stage(session, run_dir, record, resuming)
                 summary = {
                     "verdict": run_verdict(rows),
-                    "selection": _summary_selection(record),
+                    "selection": selection,
                     "evaluation": block,
                 }
             summary = {
@@ -993,6 +1004,42 @@ def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
         except BaseException as error:
             run_dir.status(stage, "failed", f"{type(error).__name__}: {error}")
             raise
+
+
+STABILITY_SHOWN = 5
+
+
+def _stability_stage(
+    session: Session, run_dir: RunDirectory, record: dict[str, Any], resuming: bool
+) -> dict[str, Any]:
+    """``--stability N``: how often COSMIC picks each candidate on bootstrap resamples of the
+    train prompts (``stability.json``; the summary keeps the pick's share and the top wins)."""
+    path = run_dir.file("stability.json")
+    if resuming and path.exists():
+        full = dict(read_json(path))
+    else:
+        config = session.config
+        n_positions = session.chat.n_post_instruction
+        activations = {
+            label: per_prompt_activations(
+                session.adapter, session.batches(label, "train"), n_positions,
+                f"stability: {label} train activations",
+            )
+            for label in ("harmful", "harmless")
+        }  # fmt: skip
+        full = pick_stability(
+            session.adapter,
+            activations["harmful"],
+            activations["harmless"],
+            cosmic_settings(config, record["steering"]),
+            session.batches("harmful", "val"),
+            session.batches("harmless", "val"),
+            pick=(record["position"], record["layer"]),
+            resamples=config.stability,
+            seed=config.seed,
+        ).as_dict()
+        write_json(path, full)
+    return {**full, "wins": full["wins"][:STABILITY_SHOWN]}
 
 
 def _evaluation_stage(
@@ -1188,6 +1235,7 @@ def render_report(
         f"{selection['n_kept']}."
         + (f" Evaluation layers L_low: {record['l_low']}." if "l_low" in record else ""),
         *_diagnostics_lines(record.get("diagnostics")),
+        *_stability_lines(selection.get("stability")),
         "",
         f"Refusal rates by the {evaluation['judge']} judge: value (count/n, 95% Wilson interval).",
         "",
@@ -1294,6 +1342,20 @@ def _diagnostics_lines(diagnostics: dict[str, Any] | None) -> list[str]:
     if diagnostics.get("warning"):
         lines.append(f"**Warning:** {diagnostics['warning']}.")
     return [" ".join(lines)]
+
+
+def _stability_lines(stability: dict[str, Any] | None) -> list[str]:
+    if not stability:
+        return []
+    wins = ", ".join(
+        f"position {w['position']} layer {w['layer']}: {w['count']}" for w in stability["wins"]
+    )
+    return [
+        f"Pick stability: the pick won {stability['pick_share']:.0%} of "
+        f"{stability['resamples']} bootstrap resamples of the train prompts (wins: {wins}"
+        + (f"; nothing selected: {stability['nothing_selected']}" if stability["nothing_selected"]
+           else "") + ")."
+    ]  # fmt: skip
 
 
 def _verdict_banner(verdict: dict[str, Any] | None) -> list[str]:

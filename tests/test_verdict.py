@@ -8,15 +8,22 @@ import json
 import math
 
 import pytest
+import torch
 
+from refusalkit.activations import encode_batches
+from refusalkit.directions import compute_candidates
 from refusalkit.evaluation.verdict import (
     EXIT_NO_WORKING_DIRECTION,
     effect_verdict,
     paired_shift,
     run_verdict,
 )
+from refusalkit.prompts.chat import build_chat_format
+from refusalkit.prompts.datasets import builtin_prompts
 from refusalkit.selection.diagnostics import selection_diagnostics
-from tests.test_cli import SMALL, _run
+from refusalkit.selection.stability import per_prompt_activations, resample_candidates
+from tests.test_cli import FINISHED, SMALL, _run
+from tests.tiny import make_adapter
 
 
 def test_paired_shift_brackets_the_mean_and_is_reproducible():
@@ -139,3 +146,50 @@ def test_exit_status_follows_the_verdict(model_dir, tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert 'id="verdict"' in html and html.index('id="verdict"') < html.index("<dl")
     assert summary["selection"]["diagnostics"]["rank"] >= 1
+
+
+@pytest.fixture(scope="module")
+def qwen_adapter():
+    return make_adapter("qwen2", n_layers=4)
+
+
+def test_per_prompt_activations_average_to_the_runs_candidates(qwen_adapter):
+    """The stability resamples start from per-prompt readings; their plain mean must be the
+    candidates the run computes (same positions, layers, float64 means)."""
+    chat = build_chat_format(qwen_adapter.tokenizer)
+    harmful = encode_batches(chat, builtin_prompts("harmful")[0][:7], 3, qwen_adapter.device)
+    harmless = encode_batches(chat, builtin_prompts("harmless")[0][:5], 2, qwen_adapter.device)
+    positions = chat.n_post_instruction
+    expected = compute_candidates(qwen_adapter, harmful, harmless, positions)
+    rows_harmful = per_prompt_activations(qwen_adapter, harmful, positions, "h")
+    rows_harmless = per_prompt_activations(qwen_adapter, harmless, positions, "b")
+    assert rows_harmful.shape == (7, positions, qwen_adapter.n_layers, qwen_adapter.hidden_size)
+    torch.testing.assert_close(rows_harmful.double().mean(0), expected.harmful_means,
+                               rtol=1e-6, atol=1e-6)  # fmt: skip
+    torch.testing.assert_close(rows_harmless.double().mean(0), expected.harmless_means,
+                               rtol=1e-6, atol=1e-6)  # fmt: skip
+    # A resample is a multiset of the prompts: seeded, and its means are means of real rows.
+    first = resample_candidates(rows_harmful, rows_harmless, torch.Generator().manual_seed(1))
+    again = resample_candidates(rows_harmful, rows_harmless, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(first.harmful_means, again.harmful_means)
+    assert not torch.equal(first.harmful_means, expected.harmful_means)
+
+
+def test_stability_counts_every_resample(model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, "run", "--model", str(model_dir), *SMALL, "--stability", "3",
+                        "--out", str(out))  # fmt: skip
+    assert code in FINISHED, err
+    stability = json.loads((out / "stability.json").read_text())
+    assert stability["resamples"] == 3
+    assert sum(w["count"] for w in stability["wins"]) + stability["nothing_selected"] == 3
+    summary = json.loads((out / "summary.json").read_text())
+    pick = (summary["selection"]["position"], summary["selection"]["layer"])
+    won = {(w["position"], w["layer"]): w["count"] for w in stability["wins"]}
+    assert stability["pick_share"] == won.get(pick, 0) / 3
+    assert summary["selection"]["stability"]["pick_share"] == stability["pick_share"]
+    assert "Pick stability" in (out / "report.md").read_text()
+    other = tmp_path / "other"
+    code, _, err = _run(capsys, "run", "--model", str(model_dir), *SMALL, "--stability", "2",
+                        "--selector", "refusal-score", "--out", str(other))  # fmt: skip
+    assert code == 2 and "--stability re-runs COSMIC selection" in err

@@ -873,6 +873,20 @@ def _run_page(run_dir: Path, pending: Mapping[str, Any]) -> str:
     tokens = list(selection.get("position_tokens") or tokens)
     model = summary.get("model") or _dict(provenance.get("model")).get("spec") or "?"
     facts = [("model", f"<code>{_e(str(model))}</code>"), *_pick_facts(selection, tokens)]
+    diagnostics = _dict(selection.get("diagnostics"))
+    if diagnostics:
+        facts.append(("rank by score", f"{_num(diagnostics.get('rank'))} of "
+                      f"{_num(diagnostics.get('n_scored'))} scored candidates"))  # fmt: skip
+    stability = _dict(_dict(summary.get("selection")).get("stability"))
+    if stability:
+        wins = ", ".join(
+            f"{_num(w.get('position'))}/{_num(w.get('layer'))}: {_num(w.get('count'))}"
+            for w in stability.get("wins") or [] if isinstance(w, dict)
+        )  # fmt: skip
+        facts.append(("pick stability", _e(
+            f"won {_num(stability.get('pick_share'), 2)} of {_num(stability.get('resamples'))} "
+            f"bootstrap resamples of the train prompts (position/layer: wins — {wins})"
+        )))  # fmt: skip
     sweep = ""
     if summary.get("alpha_sweep"):
         mode = _e(str(_dict(summary.get("weak_alignment")).get("mode", "?")))
