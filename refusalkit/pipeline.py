@@ -894,6 +894,10 @@ def _identity(
         "over_refusal_prompts": over_source.sha256 if over_source else None,
         "refusal_phrases": phrases,
         "model": resolved.fingerprint,
+        # The judge model's verdicts are part of a resumed evaluation: its contents count too.
+        "judge_model": (
+            resolve_model_path(config.judge_model).fingerprint if config.judge_model else None
+        ),
     }
 
 
