@@ -458,8 +458,11 @@ def _verdict_banner(verdict: Mapping[str, Any], diagnostics: Mapping[str, Any]) 
     head = "Verdict" if works else "Verdict — no working direction"
     warning = diagnostics.get("warning")
     note = f"<br><b>Selection warning:</b> {_e(str(warning))}" if warning else ""
+    # Highlighted unless every judged effect works (or a selection warning stands).
+    fully = all(verdict.get(kind, "works") == "works" for kind in ("removal", "addition"))
+    style = "statement" if fully and not warning else "statement finding"
     return (
-        f'<p class="statement{"" if works else " finding"}" id="verdict"><b>{head}</b> '
+        f'<p class="{style}" id="verdict"><b>{head}</b> '
         f"({effects})<br>{_e(str(verdict.get('reason', '')))}{note}</p>"
     )
 
