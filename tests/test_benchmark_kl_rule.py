@@ -2,29 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
-from pathlib import Path
 
 from refusalkit.cli import main
+from tests.benchmarks import load_benchmark
 from tests.test_cli import FINISHED, SMALL
-
-BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "kl_rule.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("refusalkit_benchmark_kl_rule", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_kl_rule_measures_the_best_candidates_and_applies_every_rule(model_dir, tmp_path):
     out = tmp_path / "run"
     assert main(["run", "--model", str(model_dir), *SMALL, "--out", str(out)]) in FINISHED
-    bench = _module()
+    bench = load_benchmark("kl_rule")
     measured = bench.measure(out, top=3)
     rows = measured["candidates"]
     assert [row["rank"] for row in rows] == [1, 2, 3]

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "selection.py"
+from tests.benchmarks import load_benchmark
 
 REQUIRED = (
     "oracle_seconds",
@@ -25,11 +22,7 @@ REQUIRED = (
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("refusalkit_benchmark_selection", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("selection")
 
 
 def test_benchmark_agrees_with_the_oracle_on_a_tiny_random_model(bench, tmp_path):
@@ -62,12 +55,7 @@ def test_forced_l_low_and_variants(bench):
 
 
 def test_generation_benchmark_reports_throughput(tmp_path):
-    path = BENCHMARK.parent / "generation.py"
-    spec = importlib.util.spec_from_file_location("refusalkit_benchmark_generation", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    report = module.main(
+    report = load_benchmark("generation").main(
         ["--random-weights", "--shape", "tiny", "--n-prompts", "4", "--batch-size", "4",
          "--max-new-tokens", "3", "--quiet", "--device", "cpu"]
     )  # fmt: skip

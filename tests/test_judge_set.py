@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from refusalkit.evaluation.judges import SubstringJudge
-
-BENCHMARK = Path(__file__).resolve().parent.parent / "benchmarks" / "judges.py"
+from tests.benchmarks import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("refusalkit_benchmark_judges", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("judges")
 
 
 @pytest.fixture(scope="module")
