@@ -32,6 +32,7 @@ import torch
 
 from refusalkit.directions import CandidateSet
 from refusalkit.evaluation.scoring import first_position_kl, teacher_forced
+from refusalkit.io import read_jsonl
 from refusalkit.models.loading import load_model
 from refusalkit.prompts.chat import SystemPrompt, build_chat_format
 from refusalkit.prompts.datasets import Prompt
@@ -65,7 +66,7 @@ def measure(run_dir: Path, top: int) -> dict[str, Any]:
     harmful_test = _prompts(manifest, "harmful", "test")
     harmless_test = _prompts(manifest, "harmless", "test")
     harmless_val = _prompts(manifest, "harmless", "val")
-    rows = [json.loads(line) for line in (run_dir / "completions.jsonl").read_text().splitlines()]
+    rows = read_jsonl(run_dir / "completions.jsonl")
     clean_text = {r["prompt"]: r["completion"] for r in rows
                   if r["set"] == "harmless" and r["condition"] == "baseline"}  # fmt: skip
     responses = [

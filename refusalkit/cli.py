@@ -29,7 +29,7 @@ from refusalkit.config import (
 )
 from refusalkit.errors import RefusalkitError, RunTerminated
 from refusalkit.evaluation.metrics import format_block_rate
-from refusalkit.evaluation.verdict import EXIT_NO_WORKING_DIRECTION
+from refusalkit.evaluation.verdict import EXIT_NO_WORKING_DIRECTION, effects
 from refusalkit.models.registry import DEFAULT_MODEL, EMBEDDED_MODELS
 from refusalkit.prompts.chat import ADVERSARIAL_SYSTEM_PROMPT
 
@@ -419,9 +419,8 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 
 def verdict_lines(verdict: dict[str, Any]) -> list[str]:
     """The effect verdict, last: what a user must not miss."""
-    effects = ", ".join(f"{kind} {verdict[kind]}" for kind in ("removal", "addition")
-                        if kind in verdict)  # fmt: skip
-    head = "VERDICT: " + effects + ("" if verdict["works"] else " — NO WORKING DIRECTION")
+    head = "VERDICT: " + ", ".join(f"{kind} {effect}" for kind, effect in effects(verdict))
+    head += "" if verdict["works"] else " — NO WORKING DIRECTION"
     return [head, f"  {verdict['reason']}"]
 
 

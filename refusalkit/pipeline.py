@@ -49,7 +49,7 @@ from refusalkit.evaluation.sweep import (
     assess,
     sweep_point,
 )
-from refusalkit.evaluation.verdict import run_verdict
+from refusalkit.evaluation.verdict import effects, run_verdict
 from refusalkit.interventions import AffineEdit, applied
 from refusalkit.io import (
     read_json,
@@ -83,7 +83,7 @@ from refusalkit.prompts.datasets import (
 from refusalkit.report.html import write_html_report
 from refusalkit.runs import RunDirectory, check_output_path
 from refusalkit.selection.cosmic import CosmicSettings, low_similarity_layers
-from refusalkit.selection.diagnostics import selection_diagnostics
+from refusalkit.selection.diagnostics import describe_removed, selection_diagnostics
 from refusalkit.selection.engine import (
     CosmicEngine,
     RefusalScoreEngine,
@@ -1065,10 +1065,10 @@ def _finish(run_dir: RunDirectory, result_file: str, result: dict[str, Any]) -> 
     """The last steps of every workflow, in the order that keeps "finished" honest: the HTML report
     (rendered as the finished run will read), then the result file, then the complete status. A
     failure in any of them leaves no result file, so the same command resumes."""
-    complete = {"stage": "done", "state": "complete", "message": ""}
+    complete = run_dir.status_record("done", "complete")
     write_html_report(run_dir.path, pending={result_file: result, "status.json": complete})
     write_json(run_dir.file(result_file), result)
-    run_dir.status("done", "complete")
+    write_json(run_dir.file("status.json"), complete)
 
 
 def compare(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
@@ -1337,12 +1337,10 @@ def _diagnostics_lines(diagnostics: dict[str, Any] | None) -> list[str]:
         return []
     lines = [f"The pick ranks {diagnostics['rank']} of {diagnostics['n_scored']} scored candidates "
              "by the method's criterion."]  # fmt: skip
-    for entry in diagnostics["removed_above_pick"].values():
-        text = f"{entry['count']} candidate(s) above it failed the {entry['filter']} filter"
-        if "kl_range" in entry:
-            low, high = entry["kl_range"]
-            text += f" (KL {low:.3f}–{high:.3f} > {entry['kl_threshold']:g})"
-        lines.append(text + ".")
+    lines += [
+        f"{describe_removed(entry)} above it."
+        for entry in diagnostics["removed_above_pick"].values()
+    ]
     if diagnostics.get("warning"):
         lines.append(f"**Warning:** {diagnostics['warning']}.")
     return [" ".join(lines)]
@@ -1365,11 +1363,9 @@ def _stability_lines(stability: dict[str, Any] | None) -> list[str]:
 def _verdict_banner(verdict: dict[str, Any] | None) -> list[str]:
     if not verdict:
         return []
-    effects = ", ".join(f"{kind}: **{verdict[kind]}**" for kind in ("removal", "addition")
-                        if kind in verdict)  # fmt: skip
-    head = (
-        "> **Verdict" + ("" if verdict["works"] else " — no working direction") + f"** ({effects})"
-    )
+    shown = ", ".join(f"{kind}: **{effect}**" for kind, effect in effects(verdict))
+    failed = "" if verdict["works"] else " — no working direction"
+    head = f"> **Verdict{failed}** ({shown})"
     return [head, f"> {verdict['reason']}", ""]
 
 

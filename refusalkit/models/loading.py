@@ -52,11 +52,9 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def resolve_model_path(spec: str, *, fingerprint: bool = True) -> ResolvedModel:
-    """Where ``spec``'s files are, and (unless ``fingerprint`` is False) their content identity."""
+def resolve_model_path(spec: str) -> ResolvedModel:
+    """Where ``spec``'s files are, and their content identity."""
     resolved = _locate(spec)
-    if not fingerprint:
-        return resolved
     from refusalkit.runs.identity import model_fingerprint
 
     identity = model_fingerprint(resolved.kind, resolved.spec, resolved.path)

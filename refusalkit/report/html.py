@@ -20,7 +20,8 @@ from typing import Any, TypeGuard
 
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.metrics import wilson_interval
-from refusalkit.io import read_json, write_text
+from refusalkit.evaluation.verdict import effects
+from refusalkit.io import read_json, read_jsonl, write_text
 from refusalkit.report import svg
 from refusalkit.report.svg import escape_text as _e
 
@@ -114,10 +115,7 @@ def _load_json(path: Path) -> Any:
 
 
 def _load_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [row for row in map(json.loads, filter(str.strip, lines)) if isinstance(row, dict)]
+    return read_jsonl(path) if path.is_file() else []
 
 
 def _dict(x: Any) -> dict[str, Any]:
@@ -450,20 +448,18 @@ def _verdict_banner(verdict: Mapping[str, Any], diagnostics: Mapping[str, Any]) 
     """The effect verdict first: a failed selection is the first thing a reader sees."""
     if not verdict:
         return ""
-    effects = ", ".join(
-        f"{kind}: <b>{_e(str(verdict[kind]))}</b>" for kind in ("removal", "addition")
-        if kind in verdict
-    )  # fmt: skip
+    judged = effects(verdict)
+    shown = ", ".join(f"{kind}: <b>{_e(effect)}</b>" for kind, effect in judged)
     works = bool(verdict.get("works"))
     head = "Verdict" if works else "Verdict — no working direction"
     warning = diagnostics.get("warning")
     note = f"<br><b>Selection warning:</b> {_e(str(warning))}" if warning else ""
     # Highlighted unless every judged effect works (or a selection warning stands).
-    fully = all(verdict.get(kind, "works") == "works" for kind in ("removal", "addition"))
+    fully = all(effect == "works" for _, effect in judged)
     style = "statement" if fully and not warning else "statement finding"
     return (
         f'<p class="{style}" id="verdict"><b>{head}</b> '
-        f"({effects})<br>{_e(str(verdict.get('reason', '')))}{note}</p>"
+        f"({shown})<br>{_e(str(verdict.get('reason', '')))}{note}</p>"
     )
 
 

@@ -235,9 +235,14 @@ class RunDirectory:
             else:
                 entry.unlink()
 
+    @staticmethod
+    def status_record(stage: str, state: str, message: str = "") -> dict[str, Any]:
+        """What ``status.json`` holds: the stage, running | complete | failed, why, who, when."""
+        return {"stage": stage, "state": state, "message": message, "pid": os.getpid(),
+                "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+
     def status(self, stage: str, state: str, message: str = "") -> None:
-        record = {"stage": stage, "state": state, "message": message, "pid": os.getpid(),
-                  "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z")}  # fmt: skip
+        record = self.status_record(stage, state, message)
         if state == "failed":
             try:  # best effort: the failure being recorded may be a full disk
                 write_json(self.file(STATUS), record)

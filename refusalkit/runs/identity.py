@@ -74,12 +74,12 @@ def _visible_files(directory: Path) -> list[Path]:
 def directory_fingerprint(directory: Path) -> dict[str, str]:
     """sha256 of every visible file in a model directory (relative POSIX path -> digest)."""
     cache = _read_hash_cache()
-    before = json.dumps(cache, sort_keys=True)
+    before = dict(cache)  # entries are replaced, never mutated: a shallow copy tells what changed
     hashes = {
         path.relative_to(directory).as_posix(): cached_sha256(path, cache)
         for path in _visible_files(directory)
     }
-    if json.dumps(cache, sort_keys=True) != before:
+    if cache != before:
         try:
             write_json(_hash_cache_path(), cache)
         except OSError as error:  # an unwritable cache costs time, not correctness

@@ -76,6 +76,15 @@ def selection_diagnostics(
     }
 
 
+def describe_removed(entry: Mapping[str, Any]) -> str:
+    """ "13 failed the KL filter (KL 0.100–2.366 > 0.1)": one entry of ``removed_above_pick``."""
+    text = f"{entry['count']} failed the {entry['filter']} filter"
+    if "kl_range" in entry:
+        low, high = entry["kl_range"]
+        text += f" (KL {low:.3f}–{high:.3f} > {entry['kl_threshold']:g})"
+    return text
+
+
 def _warning(
     rank: int,
     n_scored: int,
@@ -85,13 +94,7 @@ def _warning(
 ) -> str | None:
     if rank - 1 < WARN_RANK_ABOVE:
         return None
-    parts = []
-    for entry in removed.values():
-        text = f"{entry['count']} failed the {entry['filter']} filter"
-        if "kl_range" in entry:
-            low, high = entry["kl_range"]
-            text += f" (KL {low:.3f}–{high:.3f} > {entry['kl_threshold']:g})"
-        parts.append(text)
+    parts = [describe_removed(entry) for entry in removed.values()]
     return (
         f"the pick ranks {rank} of {n_scored} by score ({pick_score:.4f}; best "
         f"{best_score:.4f}): of the {rank - 1} candidates above it, "
