@@ -503,7 +503,8 @@ def _main(argv: list[str] | None) -> int:
             print(prepare_embedded(args.model))  # noqa: T201
             return 0
         from refusalkit import progress
-        from refusalkit.pipeline import compare, render_comparison, run
+        from refusalkit.pipeline import compare, run
+        from refusalkit.report.markdown import render_comparison
 
         progress.set_enabled(not args.quiet)
         if args.quiet:
