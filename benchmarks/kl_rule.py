@@ -32,11 +32,11 @@ import torch
 
 from refusalkit.directions import CandidateSet
 from refusalkit.evaluation.scoring import first_position_kl, teacher_forced
+from refusalkit.interventions import addition, removal
 from refusalkit.io import read_jsonl
 from refusalkit.models.loading import load_model
 from refusalkit.prompts.chat import SystemPrompt, build_chat_format
 from refusalkit.prompts.datasets import Prompt
-from refusalkit.selection.engine import addition, removal
 from refusalkit.selection.refusal_score import refusal_tokens
 
 KEPT = ("kept", "selected", "kl", "not_needed", "median_peak")

@@ -50,7 +50,7 @@ from refusalkit.evaluation.sweep import (
     sweep_point,
 )
 from refusalkit.evaluation.verdict import run_verdict
-from refusalkit.interventions import AffineEdit, applied
+from refusalkit.interventions import AffineEdit, addition, applied, removal
 from refusalkit.io import (
     read_json,
     read_jsonl,
@@ -85,13 +85,7 @@ from refusalkit.report.markdown import render_comparison, render_report
 from refusalkit.runs import RunDirectory, check_output_path
 from refusalkit.selection.cosmic import CosmicSettings, low_similarity_layers
 from refusalkit.selection.diagnostics import selection_diagnostics
-from refusalkit.selection.engine import (
-    CosmicEngine,
-    RefusalScoreEngine,
-    WorkCounter,
-    addition,
-    removal,
-)
+from refusalkit.selection.engine import CosmicEngine, RefusalScoreEngine, WorkCounter
 from refusalkit.selection.filters import NothingSelected
 from refusalkit.selection.refusal_score import (
     RefusalScoreOutcome,

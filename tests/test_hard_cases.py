@@ -17,7 +17,7 @@ from refusalkit.evaluation.generation import generate
 from refusalkit.evaluation.metrics import Rate
 from refusalkit.evaluation.suite import run_condition
 from refusalkit.evaluation.sweep import SweepPoint, assess
-from refusalkit.interventions import AffineEdit, applied
+from refusalkit.interventions import AffineEdit, addition, applied
 from refusalkit.models.loading import load_model
 from refusalkit.pipeline import adversarial_record, split_batches, split_chat
 from refusalkit.prompts.chat import ADVERSARIAL_SYSTEM_PROMPT, SystemPrompt, build_chat_format
@@ -28,7 +28,7 @@ from refusalkit.selection.cosmic import (
     low_similarity_layers,
     select,
 )
-from refusalkit.selection.engine import CosmicEngine, addition
+from refusalkit.selection.engine import CosmicEngine
 from tests.oracle import cosmic_oracle_pick, cosmic_oracle_scores
 from tests.test_cli import FINISHED, SMALL, _run
 from tests.tiny import make_adapter

@@ -8,7 +8,7 @@ from refusalkit.selection.cosmic import (
     low_similarity_layers,
     select,
 )
-from refusalkit.selection.engine import CosmicEngine, addition, removal
+from refusalkit.selection.engine import CosmicEngine
 
 __all__ = [
     "CandidateRecord",
@@ -16,8 +16,6 @@ __all__ = [
     "CosmicSettings",
     "EvaluationLayers",
     "SelectionOutcome",
-    "addition",
     "low_similarity_layers",
-    "removal",
     "select",
 ]

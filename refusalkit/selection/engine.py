@@ -12,7 +12,7 @@ Work is limited to what the answer needs (SPEC §10), and every shortcut is exac
   input of block ``l``, and when ``l`` is after every ``L_low`` layer they cannot change the
   readings at all, so the clean readings are used without a forward;
 - several candidates share one forward: the validation prompts are repeated once per candidate
-  and each copy gets its own direction (``RowEdits``), so the per-forward overheads and small
+  and each copy gets its own direction (``ResidualEdit``), so the per-forward overheads and small
   matrix products of a 16-prompt validation set are paid once for many candidates;
 - prompts are packed (``activations.packed_chunks``): no padding, and the token prefix all prompts
   share (the chat template's header) is computed once per row. The packed layout is used only
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -52,15 +51,11 @@ from refusalkit.activations import (
 from refusalkit.directions import CandidateSet
 from refusalkit.errors import RefusalkitError
 from refusalkit.interventions import (
-    ActivationAddition,
-    AffineEdit,
-    DirectionalAblation,
-    HookSpec,
     Intervention,
-    block_input_hook,
-    module_output_hook,
-    register,
-    unit,
+    ResidualEdit,
+    addition,
+    applied,
+    removal,
 )
 from refusalkit.models.adapter import ModelAdapter, text_config
 from refusalkit.progress import bar
@@ -123,121 +118,24 @@ class WorkCounter:
         self.per_kind[kind] = self.per_kind.get(kind, 0) + prompts * blocks
 
 
-def removal(candidates: CandidateSet, steering: str, position: int, layer: int) -> Intervention:
-    direction = candidates.direction(position, layer)
-    if steering == "lce":
-        return DirectionalAblation(direction)
-    return AffineEdit(direction, candidates.reference(position, layer), layer, alpha=0.0)
-
-
-def addition(
-    candidates: CandidateSet, steering: str, position: int, layer: int, alpha: float = 1.0
-) -> Intervention:
-    direction = candidates.direction(position, layer)
-    if steering == "lce":
-        return ActivationAddition(direction, layer, alpha)
-    return AffineEdit(direction, candidates.reference(position, layer), layer, alpha=alpha)
-
-
-def first_touched_layer(intervention: Intervention) -> int:
-    return 0 if isinstance(intervention, DirectionalAblation) else intervention.layer
-
-
 # -- one intervention per batch row group ------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class RowEdits:
-    """One intervention per candidate, each on its own copy of the prompts: copy ``c`` is rows
-    ``c·R .. (c+1)·R − 1`` of a batch that repeats ``R`` rows ``copies`` times.
-
-    ``kind`` "ablation": ``v − (v·û)û`` at every block input and attention/MLP output (LCE removal);
-    "addition": ``v + shift`` at the input of block ``layer``; "affine": ``v − (v·û)û + shift``
-    there (ACE, shift = ``(μ⁻·û)û + α·r``). Same float32 formulas as ``refusalkit.interventions``.
-    """
-
-    kind: str
-    layer: int
-    units: torch.Tensor | None  # [copies, d] float32
-    shifts: torch.Tensor | None  # [copies, d] float32
-
-    @property
-    def copies(self) -> int:
-        vectors = self.units if self.units is not None else self.shifts
-        assert vectors is not None
-        return int(vectors.shape[0])
-
-    @property
-    def first_layer(self) -> int:
-        return 0 if self.kind == "ablation" else self.layer
-
-    def transform(self, values: torch.Tensor) -> torch.Tensor:
-        v = values.float().reshape(self.copies, -1, values.shape[-1])
-        if self.units is not None:
-            units = self.units.to(v.device)
-            v = v - torch.bmm(v, units.unsqueeze(-1)) * units.unsqueeze(1)
-        if self.shifts is not None:
-            v = v + self.shifts.to(v.device).unsqueeze(1)
-        return v.reshape(values.shape).to(values.dtype)
-
-    def hook_specs(self, adapter: ModelAdapter) -> list[HookSpec]:
-        if self.kind != "ablation":
-            return [(adapter.layers[self.layer], "pre", block_input_hook(self.transform))]
-        specs: list[HookSpec] = [
-            (b, "pre", block_input_hook(self.transform)) for b in adapter.layers
-        ]
-        specs += [
-            (m, "post", module_output_hook(self.transform)) for m in adapter.attention_modules
-        ]
-        specs += [(m, "post", module_output_hook(self.transform)) for m in adapter.mlp_modules]
-        return specs
-
-
-def _stack(vectors: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([v.float() for v in vectors])
-
-
-def removal_edits(candidates: CandidateSet, steering: str, group: Sequence[Candidate]) -> RowEdits:
-    """The removal intervention of each candidate in ``group`` (ACE: all at the same layer)."""
-    directions = [candidates.direction(p, l) for p, l in group]
-    units = _stack([unit(d) for d in directions])
-    if steering == "lce":
-        return RowEdits("ablation", 0, units, None)
-    return _affine(candidates, group, units, alpha=0.0)
+def removal_edits(
+    candidates: CandidateSet, steering: str, group: Sequence[Candidate]
+) -> ResidualEdit:
+    """The removal intervention of each candidate in ``group`` (ACE: all at the same layer), one
+    copy of the prompts each."""
+    return ResidualEdit.stacked([removal(candidates, steering, p, l).edit() for p, l in group])
 
 
 def addition_edits(
     candidates: CandidateSet, steering: str, group: Sequence[Candidate], alpha: float = 1.0
-) -> RowEdits:
+) -> ResidualEdit:
     """The addition intervention of each candidate in ``group`` (all at the same layer)."""
-    directions = [candidates.direction(p, l) for p, l in group]
-    if steering == "lce":
-        return RowEdits("addition", group[0][1], None, _stack([alpha * d for d in directions]))
-    return _affine(candidates, group, _stack([unit(d) for d in directions]), alpha)
-
-
-def _affine(
-    candidates: CandidateSet, group: Sequence[Candidate], units: torch.Tensor, alpha: float
-) -> RowEdits:
-    shifts = []
-    for (p, l), u in zip(group, units, strict=True):
-        reference = candidates.reference(p, l).float()
-        shifts.append((reference @ u) * u + alpha * candidates.direction(p, l).float())
-    return RowEdits("affine", group[0][1], units, torch.stack(shifts))
-
-
-def as_row_edits(intervention: Intervention) -> RowEdits:
-    """A single intervention as a one-copy ``RowEdits``."""
-    if isinstance(intervention, DirectionalAblation):
-        return RowEdits("ablation", 0, unit(intervention.direction)[None], None)
-    if isinstance(intervention, ActivationAddition):
-        shift = intervention.alpha * intervention.vector.float()
-        return RowEdits("addition", intervention.layer, None, shift[None])
-    u = unit(intervention.direction)
-    shift = (intervention.reference.float() @ u) * u + intervention.alpha * (
-        intervention.direction.float()
+    return ResidualEdit.stacked(
+        [addition(candidates, steering, p, l, alpha).edit() for p, l in group]
     )
-    return RowEdits("affine", intervention.layer, u[None], shift[None])
 
 
 def removal_start(steering: str) -> Callable[[Candidate], int]:
@@ -453,12 +351,12 @@ class ValidationForwards:
         )
 
     def reading_means(
-        self, clean: CleanPass, edits: RowEdits | Intervention, kind: str
+        self, clean: CleanPass, edits: ResidualEdit | Intervention, kind: str
     ) -> torch.Tensor:
         """Mean block input at the last token for ``read_layers``, ``[copies, |L_low|, d]`` for
-        ``RowEdits`` (``[|L_low|, d]`` for a single intervention)."""
-        if not isinstance(edits, RowEdits):
-            return self.reading_means(clean, as_row_edits(edits), kind)[0]
+        a batched ``ResidualEdit`` (``[|L_low|, d]`` for a single intervention)."""
+        if not isinstance(edits, ResidualEdit):
+            return self.reading_means(clean, edits.edit(), kind)[0]
         copies, start = edits.copies, edits.first_layer
         # Readings before the first touched layer are the clean ones: only later layers are run.
         means = clean.l_low_means.repeat(copies, 1, 1)
@@ -467,7 +365,7 @@ class ValidationForwards:
             return means
         layers = [self.read_layers[k] for k in affected]
         total = torch.zeros(copies, len(affected), self.adapter.hidden_size, dtype=torch.float64)
-        with _applied(self.adapter, edits):
+        with applied(self.adapter, edits):
             for index, chunk in enumerate(clean.chunks):
                 out = forward(
                     self.adapter, self._repeated(chunk, copies), read_layers=layers,
@@ -484,11 +382,11 @@ class ValidationForwards:
         return means
 
     def column_logits(
-        self, clean: CleanPass, edits: RowEdits, kind: str
+        self, clean: CleanPass, edits: ResidualEdit, kind: str
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """(chunk index, ``[copies, prompts, V]`` last-token logits) under ``edits``."""
         copies, start = edits.copies, edits.first_layer
-        with _applied(self.adapter, edits):
+        with applied(self.adapter, edits):
             for index, chunk in enumerate(clean.chunks):
                 out = forward(
                     self.adapter, self._repeated(chunk, copies), logits=True,
@@ -507,10 +405,10 @@ class ValidationForwards:
         self, clean: CleanPass, intervention: Intervention, kind: str
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """(chunk index, ``[prompts, V]`` last-token logits) under one intervention."""
-        for index, logits in self.column_logits(clean, as_row_edits(intervention), kind):
+        for index, logits in self.column_logits(clean, intervention.edit(), kind):
             yield index, logits[0]
 
-    def kls(self, edits: RowEdits) -> list[float]:
+    def kls(self, edits: ResidualEdit) -> list[float]:
         """Per copy: mean over harmless val of KL(p_clean ‖ p_intervened) at the last token."""
         assert self.harmless.last_logprobs is not None
         total = torch.zeros(edits.copies, dtype=torch.float64)
@@ -522,25 +420,13 @@ class ValidationForwards:
 
     def kl(self, intervention: Intervention) -> float:
         """Mean over harmless val of KL(p_clean ‖ p_intervened) at the last prompt position."""
-        return self.kls(as_row_edits(intervention))[0]
+        return self.kls(intervention.edit())[0]
 
 
 def _relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     """Largest ‖a − b‖ / ‖b‖ over prompts and layers."""
     difference = (a.double() - b.double()).norm(dim=-1)
     return float((difference / b.double().norm(dim=-1).clamp_min(1e-30)).max())
-
-
-@contextmanager
-def _applied(adapter: ModelAdapter, edits: RowEdits) -> Iterator[None]:
-    """The hooks of ``edits`` for the duration of the block; always removed."""
-    handles: list[torch.utils.hooks.RemovableHandle] = []
-    try:
-        handles = register(edits.hook_specs(adapter))
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 # -- COSMIC -----------------------------------------------------------------------------------
@@ -713,7 +599,7 @@ class RefusalScoreEngine:
         )  # fmt: skip
         self.work = self.forwards.work
 
-    def _mean_scores(self, clean: CleanPass, edits: RowEdits, kind: str) -> list[float]:
+    def _mean_scores(self, clean: CleanPass, edits: ResidualEdit, kind: str) -> list[float]:
         total = torch.zeros(edits.copies, dtype=torch.float64)
         for _, logits in self.forwards.column_logits(clean, edits, kind):
             scores = refusal_log_odds(logits.reshape(-1, logits.shape[-1]), self.tokens.ids)

@@ -25,12 +25,12 @@ from refusalkit.directions import CandidateSet
 from refusalkit.evaluation.generation import generate
 from refusalkit.evaluation.judges import SubstringJudge
 from refusalkit.evaluation.scoring import ResponseScores, first_position_kl, teacher_forced
-from refusalkit.interventions import Intervention
+from refusalkit.interventions import Intervention, addition, removal
 from refusalkit.models.adapter import ModelAdapter
 from refusalkit.progress import bar
 from refusalkit.prompts.chat import ChatFormat
 from refusalkit.prompts.datasets import Prompt
-from refusalkit.selection.engine import addition, identity_candidates, removal
+from refusalkit.selection.engine import identity_candidates
 from refusalkit.selection.refusal_score import (
     RefusalScoreOutcome,
     RefusalScoreSettings,
