@@ -44,7 +44,7 @@ from refusalkit.interventions import (  # noqa: E402
     Intervention,
 )
 from refusalkit.models.adapter import ModelAdapter  # noqa: E402
-from refusalkit.models.loading import load_model  # noqa: E402
+from refusalkit.models.loading import load_resolved  # noqa: E402
 from refusalkit.progress import set_enabled  # noqa: E402
 from refusalkit.prompts.chat import ChatFormat, build_chat_format  # noqa: E402
 from refusalkit.prompts.datasets import Prompt, builtin_prompts, split_prompts  # noqa: E402
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.random_weights:
         adapter, description = random_model(args)
     else:
-        adapter, resolved = load_model(args.model, device=args.device, dtype=args.dtype)
+        adapter, resolved = load_resolved(args.model, device=args.device, dtype=args.dtype)
         description = {"name": args.model, "path": resolved.path, "dtype": str(adapter.dtype)}
     description.update(n_layers=adapter.n_layers, device=str(adapter.device))
     chat = build_chat_format(adapter.tokenizer)

@@ -34,7 +34,7 @@ from refusalkit.directions import CandidateSet
 from refusalkit.evaluation.scoring import first_position_kl, teacher_forced
 from refusalkit.interventions import addition, removal
 from refusalkit.io import read_jsonl
-from refusalkit.models.loading import load_model
+from refusalkit.models.loading import load_resolved
 from refusalkit.prompts.chat import SystemPrompt, build_chat_format
 from refusalkit.prompts.datasets import Prompt
 from refusalkit.selection.refusal_score import refusal_tokens
@@ -60,7 +60,7 @@ def measure(run_dir: Path, top: int) -> dict[str, Any]:
     manifest = json.loads((run_dir / "splits.json").read_text())
     selection = json.loads((run_dir / "selection.json").read_text())
     candidates = CandidateSet.load(run_dir / "candidates.safetensors")
-    adapter, _ = load_model(config["model"], device=config["device"], dtype=config["dtype"])
+    adapter, _ = load_resolved(config["model"], device=config["device"], dtype=config["dtype"])
     chat = build_chat_format(adapter.tokenizer, SystemPrompt.parse(config["system_prompt"]))
     tokens = refusal_tokens(adapter.tokenizer).ids
     harmful_test = _prompts(manifest, "harmful", "test")

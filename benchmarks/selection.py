@@ -55,7 +55,7 @@ if str(REPOSITORY) not in sys.path:  # runnable as a plain script from any direc
 from refusalkit.activations import EncodedBatch, encode_batches, forward  # noqa: E402
 from refusalkit.directions import CandidateSet, compute_candidates  # noqa: E402
 from refusalkit.models.adapter import ModelAdapter, build_adapter  # noqa: E402
-from refusalkit.models.loading import load_model, resolve_device, resolve_dtype  # noqa: E402
+from refusalkit.models.loading import load_resolved, resolve_device, resolve_dtype  # noqa: E402
 from refusalkit.progress import set_enabled  # noqa: E402
 from refusalkit.prompts.chat import build_chat_format  # noqa: E402
 from refusalkit.prompts.datasets import builtin_prompts, split_prompts  # noqa: E402
@@ -215,7 +215,7 @@ def build_setup(args: argparse.Namespace) -> Setup:
     if args.random_weights:
         adapter, description = random_model(args)
     else:
-        adapter, resolved = load_model(args.model, device=args.device, dtype=args.dtype)
+        adapter, resolved = load_resolved(args.model, device=args.device, dtype=args.dtype)
         description = {"name": args.model, "path": resolved.path, "dtype": str(adapter.dtype)}
     description.update(
         n_layers=adapter.n_layers, hidden_size=adapter.hidden_size, device=str(adapter.device)

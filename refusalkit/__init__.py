@@ -1,45 +1,46 @@
 """refusalkit: find, choose, use and audit refusal directions in language models.
 
-The typed Python API mirrors the pipeline (prompts → activations → candidates → selection →
-interventions → evaluation); each step is a function returning a dataclass::
+The notebook API (``refusalkit.api``)::
 
-    from refusalkit import RunConfig, run
-    summary = run(RunConfig(steering="ace"), Path("runs/ace"))
+    import refusalkit as rk
+    model = rk.load_model("qwen2.5-coder-0.5b-instruct")
+    cands = rk.extract_candidates(model, harmful_train, harmless_train)
+    pick = rk.select_cosmic(model, cands, harmful_val, harmless_val)
+    with pick.direction.ablate(model):
+        print(rk.generate(model, ["How do I pick a lock?"]))
 
-or step by step::
+and the whole workflow, as ``refusalkit run`` does it::
 
-    adapter, _ = load_model("qwen2.5-coder-0.5b-instruct")
-    chat = build_chat_format(adapter.tokenizer)
-    candidates = compute_candidates(adapter, harmful, harmless, chat.n_post_instruction)
-    with applied(adapter, DirectionalAblation(candidates.direction(-2, 17))):
-        completions = generate(adapter, chat, prompts)
+    summary = rk.run(rk.RunConfig(steering="ace"), Path("runs/ace"))
 """
 
 __version__ = "0.1.0"
 
-from refusalkit.activations import encode_batches, forward
+from refusalkit.api import (
+    CosmicPick,
+    Direction,
+    chat_format,
+    extract_candidates,
+    generate,
+    load_model,
+    select_cosmic,
+    wrap,
+)
 from refusalkit.config import RunConfig
-from refusalkit.directions import CandidateSet, compute_candidates
+from refusalkit.directions import CandidateSet
 from refusalkit.errors import RefusalkitError
-from refusalkit.evaluation import REFUSAL_PHRASES, Rate, SubstringJudge, generate, is_degenerate
-from refusalkit.interventions import ActivationAddition, AffineEdit, DirectionalAblation, applied
-from refusalkit.models import ArchitectureOverride, ModelAdapter, load_model
-from refusalkit.pipeline import run
-from refusalkit.prompts import (
-    ChatFormat,
-    Prompt,
-    SystemPrompt,
-    build_chat_format,
-    builtin_prompts,
-    load_prompts,
-    split_prompts,
+from refusalkit.evaluation import REFUSAL_PHRASES, Rate, SubstringJudge, is_degenerate
+from refusalkit.interventions import (
+    ActivationAddition,
+    AffineEdit,
+    DirectionalAblation,
+    ResidualEdit,
+    applied,
 )
-from refusalkit.selection import (
-    CosmicEngine,
-    CosmicSettings,
-    SelectionOutcome,
-    low_similarity_layers,
-)
+from refusalkit.models import ArchitectureOverride, ModelAdapter
+from refusalkit.pipeline import compare, run
+from refusalkit.prompts import Prompt, builtin_prompts, load_prompts, split_prompts
+from refusalkit.selection import CosmicSettings
 
 __all__ = [
     "REFUSAL_PHRASES",
@@ -47,29 +48,29 @@ __all__ = [
     "AffineEdit",
     "ArchitectureOverride",
     "CandidateSet",
-    "ChatFormat",
-    "CosmicEngine",
+    "CosmicPick",
     "CosmicSettings",
+    "Direction",
     "DirectionalAblation",
     "ModelAdapter",
     "Prompt",
     "Rate",
     "RefusalkitError",
+    "ResidualEdit",
     "RunConfig",
-    "SelectionOutcome",
     "SubstringJudge",
-    "SystemPrompt",
+    "__version__",
     "applied",
-    "build_chat_format",
     "builtin_prompts",
-    "compute_candidates",
-    "encode_batches",
-    "forward",
+    "chat_format",
+    "compare",
+    "extract_candidates",
     "generate",
     "is_degenerate",
     "load_model",
     "load_prompts",
-    "low_similarity_layers",
     "run",
+    "select_cosmic",
     "split_prompts",
+    "wrap",
 ]

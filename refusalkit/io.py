@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from refusalkit.errors import RefusalkitError
@@ -128,3 +129,14 @@ def read_tensors(path: Path, names: Iterable[str] = ()) -> dict[str, torch.Tenso
     if missing:
         raise _unreadable(path, KeyError(f"no tensor {', '.join(missing)}"))
     return tensors
+
+
+def read_tensor_metadata(path: Path) -> dict[str, str]:
+    """The string metadata stored in a safetensors file's header (empty when it has none)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except OSError:
+        raise
+    except Exception as error:  # a malformed header, as in read_tensors
+        raise _unreadable(path, error) from error

@@ -23,6 +23,7 @@ import torch
 
 from refusalkit import __version__
 from refusalkit.activations import EncodedBatch, encode_batches
+from refusalkit.api import Direction, run_cosmic
 from refusalkit.config import (
     ADVERSARIAL_CONDITIONS,
     WEAK_ALIGNMENT_MODES,
@@ -56,14 +57,13 @@ from refusalkit.io import (
     read_jsonl,
     write_json,
     write_jsonl,
-    write_tensors,
     write_text,
 )
 from refusalkit.models.adapter import ArchitectureOverride, ModelAdapter
 from refusalkit.models.loading import (
     ResolvedModel,
     context_length,
-    load_model,
+    load_resolved,
     load_tokenizer,
     resolve_model_path,
 )
@@ -83,9 +83,9 @@ from refusalkit.prompts.datasets import (
 from refusalkit.report.html import write_html_report
 from refusalkit.report.markdown import render_comparison, render_report
 from refusalkit.runs import RunDirectory, check_output_path
-from refusalkit.selection.cosmic import CosmicSettings, low_similarity_layers
+from refusalkit.selection.cosmic import CosmicSettings
 from refusalkit.selection.diagnostics import selection_diagnostics
-from refusalkit.selection.engine import CosmicEngine, RefusalScoreEngine, WorkCounter
+from refusalkit.selection.engine import RefusalScoreEngine, WorkCounter
 from refusalkit.selection.filters import NothingSelected
 from refusalkit.selection.refusal_score import (
     RefusalScoreOutcome,
@@ -236,7 +236,7 @@ def open_session(
 ) -> Session:
     """Load the model and compute (or, when resuming, reload) the candidate directions."""
     override = ArchitectureOverride(config.layers_path, config.attention_path, config.mlp_path)
-    adapter, resolved = load_model(
+    adapter, resolved = load_resolved(
         resolved,
         device=config.device,
         dtype=config.dtype,
@@ -310,21 +310,14 @@ SUMMARY_SELECTION_KEYS = (
 
 
 def _cosmic_record(session: Session, steering: str) -> dict[str, Any]:
-    settings = cosmic_settings(session.config, steering)
-    candidates = session.candidates
-    evaluation_layers = low_similarity_layers(
-        candidates.harmful_means[-1], candidates.harmless_means[-1], settings
-    )
-    engine = CosmicEngine(
+    pick = run_cosmic(
         session.adapter,
-        candidates,
-        evaluation_layers,
-        settings,
+        session.candidates,
         session.batches("harmful", "val"),
         session.batches("harmless", "val"),
+        cosmic_settings(session.config, steering),
     )
-    outcome = engine.run()
-    pick = outcome.selected
+    layers = pick.evaluation_layers
     return {
         "method": "cosmic",
         "steering": steering,
@@ -334,18 +327,18 @@ def _cosmic_record(session: Session, steering: str) -> dict[str, Any]:
         "s_comply": pick.s_comply,
         "s_refuse": pick.s_refuse,
         "kl": pick.kl,
-        "n_candidates": outcome.n_candidates,
-        "n_kept": outcome.n_kept,
-        "n_kl_evaluated": sum(not math.isnan(r.kl) for r in outcome.records),
-        "l_low": list(evaluation_layers.layers),
-        "l_low_note": evaluation_layers.note,
+        "n_candidates": pick.outcome.n_candidates,
+        "n_kept": pick.outcome.n_kept,
+        "n_kl_evaluated": pick.n_kl_evaluated,
+        "l_low": list(layers.layers),
+        "l_low_note": layers.note,
         "l_low_convention": "residual stream = block input (SPEC §0)",
-        "layer_similarities": list(evaluation_layers.similarities),
-        "median_peak_layers": outcome.median_layers,
-        "settings": asdict(settings),
-        "work": _work(engine.work),
-        "candidates": [r.as_dict() for r in outcome.records],
-        "ranking": [[r.position, r.layer] for r in outcome.ranking()],
+        "layer_similarities": list(layers.similarities),
+        "median_peak_layers": pick.outcome.median_layers,
+        "settings": pick.settings_dict(),
+        "work": _work(pick.work),
+        "candidates": pick.table(),
+        "ranking": [[r.position, r.layer] for r in pick.outcome.ranking()],
     }
 
 
@@ -467,22 +460,8 @@ def select_direction(session: Session, selector: str, steering: str) -> dict[str
 
 
 def save_direction(path: Path, session: Session, record: dict[str, Any]) -> None:
-    position, layer = record["position"], record["layer"]
-    direction = session.candidates.direction(position, layer)
-    write_tensors(
-        path,
-        {
-            "direction": direction,
-            "direction_unit": direction / direction.norm(),
-            "harmless_mean": session.candidates.reference(position, layer),
-        },
-        {
-            "position": str(position),
-            "layer": str(layer),
-            "steering": record["steering"],
-            "method": record["method"],
-        },
-    )
+    direction = Direction.from_candidates(session.candidates, record["position"], record["layer"])
+    direction.save(path, steering=record["steering"], method=record["method"])
 
 
 JUDGES = ("substring", "log-odds", "model")

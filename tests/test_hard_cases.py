@@ -18,7 +18,7 @@ from refusalkit.evaluation.metrics import Rate
 from refusalkit.evaluation.suite import run_condition
 from refusalkit.evaluation.sweep import SweepPoint, assess
 from refusalkit.interventions import AffineEdit, addition, applied
-from refusalkit.models.loading import load_model
+from refusalkit.models.loading import load_resolved
 from refusalkit.pipeline import adversarial_record, split_batches, split_chat
 from refusalkit.prompts.chat import ADVERSARIAL_SYSTEM_PROMPT, SystemPrompt, build_chat_format
 from refusalkit.prompts.datasets import Prompt, builtin_prompts, split_prompts
@@ -254,7 +254,7 @@ def test_the_sweep_reuses_the_evaluations_alpha_one_completions_as_generated_afr
     # Oracle: ACE addition at α=1 of the selected direction, generated again from scratch with the
     # run's settings (SMALL: 3 new tokens; default batch size 32).
     selection = json.loads((out / "selection.json").read_text())
-    adapter, _ = load_model(str(model_dir), device="cpu", dtype="float32")
+    adapter, _ = load_resolved(str(model_dir), device="cpu", dtype="float32")
     steer = addition(
         CandidateSet.load(out / "candidates.safetensors"), "ace",
         selection["position"], selection["layer"], 1.0,

@@ -214,7 +214,7 @@ def make_model(
 def make_adapter(
     family: str, template: str | None = None, tie_embeddings: bool = False, n_layers: int = 4
 ) -> ModelAdapter:
-    """What ``refusalkit.models.loading.load_model`` returns, for a tiny model."""
+    """What ``refusalkit.models.loading.load_resolved`` returns, for a tiny model."""
     template = template or FAMILY_TEMPLATE[family]
     tokenizer = make_tokenizer(template)
     tokenizer.padding_side = "left"

@@ -220,9 +220,9 @@ class ModelJudge:
 
 def load_model_judge(path: str, kind: str, device: str = "auto") -> ModelJudge:
     """A judge model from a local directory, an embedded model name or a hub id."""
-    from refusalkit.models.loading import load_model
+    from refusalkit.models.loading import load_resolved
 
-    adapter, _ = load_model(path, device=device, dtype="auto")
+    adapter, _ = load_resolved(path, device=device, dtype="auto")
     if adapter.tokenizer.pad_token_id is None:
         adapter.tokenizer.pad_token = adapter.tokenizer.eos_token
     return ModelJudge(adapter.model, adapter.tokenizer, kind)

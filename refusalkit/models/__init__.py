@@ -1,7 +1,7 @@
 """Model loading, the embedded-model registry and the architecture adapter."""
 
 from refusalkit.models.adapter import ArchitectureOverride, ModelAdapter, build_adapter
-from refusalkit.models.loading import ResolvedModel, load_model
+from refusalkit.models.loading import ResolvedModel, load_resolved
 from refusalkit.models.registry import DEFAULT_MODEL, EMBEDDED_MODELS, prepare_embedded
 
 __all__ = [
@@ -11,6 +11,6 @@ __all__ = [
     "ModelAdapter",
     "ResolvedModel",
     "build_adapter",
-    "load_model",
+    "load_resolved",
     "prepare_embedded",
 ]

@@ -130,7 +130,7 @@ def context_length(resolved: ResolvedModel, *, trust_remote_code: bool = False) 
     return None
 
 
-def load_model(
+def load_resolved(
     spec: str | ResolvedModel,
     *,
     device: str = "auto",
