@@ -10,17 +10,18 @@ from typing import Any
 
 import torch
 
+from refusalkit.config import Aggregation, Steering, check_cosmic
 from refusalkit.errors import RefusalkitError
 from refusalkit.selection.filters import ZERO, ZERO_HINT, all_filtered, first_within_kl, zero_mask
 
 
 @dataclass(frozen=True)
 class CosmicSettings:
-    steering: str = "lce"  # "lce": ablation everywhere + actadd at l; "ace": affine edit at l
+    steering: Steering = "lce"  # "lce": ablation everywhere + actadd at l; "ace": affine edit at l
     l_low_fraction: float = 0.1  # fraction of layers with the lowest harmful/harmless similarity
     l_low_second_half: bool = False  # restrict L_low to the second half (weakly aligned models)
     l_low_layers: tuple[int, ...] | None = None  # explicit L_low, overriding the two above
-    aggregation: str = "mean"  # "mean" over L_low layers (reference code) or "concat" (paper text)
+    aggregation: Aggregation = "mean"  # "mean" over L_low layers (reference code) or "concat"
     prune_layer_fraction: float = 0.2  # drop candidates at layers >= floor((1 - f) * L)
     # Drop candidates at layers < min_layer too (two-stage weak alignment: a steering vector added
     # before the stage-1 edit's layer would have its refusal component projected out there).
@@ -29,16 +30,14 @@ class CosmicSettings:
     median_peak_filter: bool = True
 
     def __post_init__(self) -> None:
-        if self.steering not in ("lce", "ace"):
-            raise RefusalkitError(f"invalid steering '{self.steering}': use lce or ace")
-        if self.aggregation not in ("mean", "concat"):
-            raise RefusalkitError(f"invalid aggregation '{self.aggregation}': use mean or concat")
-        if not 0 < self.l_low_fraction <= 1:
-            raise RefusalkitError("the L_low fraction must be in (0, 1]")
-        if not 0 <= self.prune_layer_fraction < 1:
-            raise RefusalkitError("the prune-layer fraction must be in [0, 1)")
-        if self.kl_threshold < 0:
-            raise RefusalkitError("the KL threshold must be non-negative")
+        # The same checks (and messages) as a RunConfig's: refusalkit.config holds them once.
+        check_cosmic(
+            self.steering,
+            self.aggregation,
+            self.l_low_fraction,
+            self.prune_layer_fraction,
+            self.kl_threshold,
+        )
 
     def max_layer(self, n_layers: int) -> int:
         """Candidates at layers >= this are dropped by the layer filter."""
