@@ -21,6 +21,7 @@ from refusalkit.cli import main
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.metrics import Rate
 from refusalkit.report import render_html, svg, write_html_report
+from refusalkit.runs.records import SCHEMA_VERSION, Comparison, Evaluation, RunSummary
 from tests.chromium import check_page, find_chromium
 from tests.test_cli import FINISHED
 
@@ -528,3 +529,15 @@ def test_compare_report_in_browser(chromium, compare_dir, tmp_path):
 
 def test_weak_alignment_report_in_browser(chromium, weak_run_dir, tmp_path):
     _assert_clean_in_browser(chromium, weak_run_dir, tmp_path)
+
+
+def test_real_result_files_round_trip_through_their_records(run_dir, compare_dir):
+    """What a real run writes reads back into its records and writes out byte for byte (the
+    records add schema_version up front)."""
+    for path, record in ((run_dir / "summary.json", RunSummary),
+                         (compare_dir / "comparison.json", Comparison)):  # fmt: skip
+        written = json.loads(path.read_text())
+        expected = json.dumps({"schema_version": SCHEMA_VERSION, **written})
+        assert json.dumps(record.from_dict(written).to_dict()) == expected, path.name
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert json.dumps(Evaluation.from_dict(evaluation).to_dict()) == json.dumps(evaluation)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -36,22 +34,8 @@ class Rate:
         return wilson_interval(self.count, self.n)
 
     def describe(self) -> str:
+        """``0.17 (11/64, 95% CI 0.10–0.28)``: every rate shown with its count and interval."""
+        if self.n == 0:
+            return f"– ({self.count}/{self.n} judged)"
         low, high = self.ci95
         return f"{self.value:.2f} ({self.count}/{self.n}, 95% CI {low:.2f}–{high:.2f})"
-
-
-def format_rate(rate: float | None, count: int, n: int, ci95: Sequence[float | None]) -> str:
-    """``0.17 (11/64, 95% CI 0.10–0.28)``: every rate shown with its count and interval."""
-    if n == 0 or rate is None or ci95[0] is None or ci95[1] is None:
-        return f"– ({count}/{n} judged)"
-    return f"{rate:.2f} ({count}/{n}, 95% CI {ci95[0]:.2f}–{ci95[1]:.2f})"
-
-
-def format_block_rate(block: Mapping[str, Any], prefix: str, n_key: str = "n") -> str:
-    """:func:`format_rate` of ``<prefix>_rate``/``_count``/``_rate_ci95`` in a summary block."""
-    return format_rate(
-        block[f"{prefix}_rate"],
-        block[f"{prefix}_count"],
-        block[n_key],
-        block[f"{prefix}_rate_ci95"],
-    )

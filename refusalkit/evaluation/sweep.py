@@ -23,6 +23,7 @@ from itertools import pairwise
 from typing import Any
 
 from refusalkit.evaluation.metrics import Rate
+from refusalkit.runs.records import SweepPoint
 
 # Smallest rise of harmful refusal over the unsteered model that counts as steering (10 points):
 # below it, a "best α" would be chosen from noise on test sets of tens of prompts.
@@ -31,27 +32,6 @@ MIN_RISE = 0.10
 # two-stage run's model did refuse before stage 1, so its finding is about the stage-2 direction.
 NO_REFUSAL_LEAD = "No refusal behaviour to steer"
 STAGE2_NO_REFUSAL_LEAD = "Stage 2 did not steer refusal back"
-
-
-@dataclass(frozen=True)
-class SweepPoint:
-    alpha: float
-    harmful: Rate  # harmful test prompts judged refusals under steering
-    harmless: Rate  # harmless test prompts judged refusals under steering (false refusals)
-    degenerate: Rate  # degenerate outputs over both sets
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"alpha": self.alpha}
-        for name, rate, kind in (
-            ("harmful", self.harmful, "refusal_"),
-            ("harmless", self.harmless, "refusal_"),
-            ("degenerate", self.degenerate, ""),
-        ):
-            out[f"{name}_{kind}rate"] = rate.value
-            out[f"{name}_{kind}count"] = rate.count
-            out[f"{name}_n"] = rate.n
-            out[f"{name}_{kind}rate_ci95"] = list(rate.ci95)
-        return out
 
 
 def _rate(rows: Sequence[dict[str, Any]], key: str) -> Rate:

@@ -30,12 +30,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-Effect = Literal["works", "no effect", "backfires"]
-Kind = Literal["removal", "addition"]
-KINDS: tuple[Kind, ...] = ("removal", "addition")
+from refusalkit.runs.records import KINDS, Effect, EffectVerdict, Kind, PairedShift, RunVerdict
+
 # The test set each intervention is judged on.
 TEST_SET: dict[Kind, str] = {"removal": "harmful", "addition": "harmless"}
 
@@ -46,27 +44,6 @@ BOOTSTRAP_SEED = 0
 # ``refusalkit run``/``compare`` exit status when the run finished but no direction works:
 # neither removal nor addition (for compare: no method) earned "works".
 EXIT_NO_WORKING_DIRECTION = 3
-
-
-@dataclass(frozen=True)
-class PairedShift:
-    """Mean of per-prompt differences (after − before) with a 95% bootstrap interval."""
-
-    mean: float
-    low: float
-    high: float
-    n: int
-
-    @property
-    def sign(self) -> int:
-        """+1 / −1 where the interval excludes 0 above / below, else 0."""
-        return 1 if self.low > 0 else -1 if self.high < 0 else 0
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"mean": self.mean, "ci95": [self.low, self.high], "n": self.n}
-
-    def describe(self, digits: int = 2) -> str:
-        return f"{self.mean:+.{digits}f} (95% CI {self.low:+.{digits}f} to {self.high:+.{digits}f})"
 
 
 def paired_shift(
@@ -87,29 +64,6 @@ def paired_shift(
     low = means[int(0.025 * (resamples - 1))]
     high = means[round(0.975 * (resamples - 1))]
     return PairedShift(mean, low, high, n)
-
-
-@dataclass(frozen=True)
-class EffectVerdict:
-    kind: Kind
-    effect: Effect
-    reason: str
-    before: int  # judged refusals without the intervention
-    after: int  # with it
-    n: int
-    judged: PairedShift
-    log_odds: PairedShift
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "effect": self.effect,
-            "reason": self.reason,
-            "baseline_refusal_count": self.before,
-            "intervention_refusal_count": self.after,
-            "n": self.n,
-            "refusal_rate_shift": self.judged.as_dict(),
-            "log_odds_shift": self.log_odds.as_dict(),
-        }
 
 
 def _what(kind: Kind, before: int, after: int, n: int, judged: PairedShift,
@@ -156,11 +110,6 @@ def effect_verdict(
     return EffectVerdict(kind, effect, f"{what}: {why}", before, after, n, judged, log_odds)
 
 
-def effects(verdict: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(kind, effect) of a ``summary.json`` verdict, removal first: what every renderer shows."""
-    return [(kind, str(verdict[kind])) for kind in KINDS if kind in verdict]
-
-
 def _paired(rows: Sequence[Mapping[str, Any]], test_set: str) -> list[tuple[Mapping, Mapping]]:
     """(baseline, intervention) rows of one test set, matched by prompt, judged rows only."""
     baseline = {
@@ -180,10 +129,10 @@ def _paired(rows: Sequence[Mapping[str, Any]], test_set: str) -> list[tuple[Mapp
     return pairs
 
 
-def run_verdict(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """``summary.json``'s ``verdict`` from an evaluation's completion rows: removal on the harmful
-    test set, addition on the harmless one."""
-    verdicts: dict[str, EffectVerdict] = {}
+def judge_run(rows: Sequence[Mapping[str, Any]]) -> RunVerdict:
+    """The verdict of an evaluation from its completion rows: removal on the harmful test set,
+    addition on the harmless one."""
+    verdicts: dict[Kind, EffectVerdict] = {}
     for kind in KINDS:
         pairs = _paired(rows, TEST_SET[kind])
         if not pairs:
@@ -201,9 +150,9 @@ def run_verdict(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         if works
         else "No working direction: the selected direction neither removes nor induces refusal."
     )
-    return {
-        **{kind: v.effect for kind, v in verdicts.items()},
-        "reason": " ".join([lead, *(f"{v.reason}." for v in verdicts.values())]),
-        "works": bool(works),
-        "details": {kind: v.as_dict() for kind, v in verdicts.items()},
-    }
+    return RunVerdict(verdicts, " ".join([lead, *(f"{v.reason}." for v in verdicts.values())]))
+
+
+def run_verdict(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``summary.json``'s ``verdict`` (:func:`judge_run` as written)."""
+    return judge_run(rows).to_dict()

@@ -3,8 +3,9 @@
 The page must open offline and be safe to mail around: CSS inline, every plot an SVG data URI,
 no external URL, every piece of prompt/completion text escaped, and a Content-Security-Policy that
 forbids loading anything but data: images, so a stray URL could not be fetched even if one slipped
-in. Inputs are read with ``.get`` throughout: the run files gain keys over time, and a report of an
-older or newer run should still render what it finds.
+in. ``summary.json`` and ``comparison.json`` are read once into their records
+(:mod:`refusalkit.runs.records`) and rendered from typed fields; the other run files (selection
+scores, provenance, configuration, completions) are shown as far as they are present.
 """
 
 from __future__ import annotations
@@ -13,17 +14,30 @@ import base64
 import hashlib
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeGuard
 
 from refusalkit.errors import RefusalkitError
-from refusalkit.evaluation.metrics import wilson_interval
-from refusalkit.evaluation.verdict import effects
+from refusalkit.evaluation.metrics import Rate
 from refusalkit.io import read_json, read_jsonl, write_text
 from refusalkit.report import svg
 from refusalkit.report.svg import escape_text as _e
+from refusalkit.runs.records import (
+    Adversarial,
+    Coherence,
+    Comparison,
+    ComparisonRow,
+    Evaluation,
+    FailedMethod,
+    RunSummary,
+    RunVerdict,
+    SelectionSummary,
+    SetEvaluation,
+    Stage1,
+    WeakAlignmentRun,
+)
 
 # Candidate statuses that mean "removed by a filter" (hatched in the heatmaps).
 _FILTERED = frozenset({"median_peak", "zero", "layer", "nan", "induce", "kl"})
@@ -181,120 +195,64 @@ def _sha256(path: Path) -> str:
 # rates: every rate is shown with its count and 95% interval
 
 
-@dataclass(frozen=True)
-class _Rate:
-    value: float | None
-    count: int | None
-    n: int | None
-    low: float | None
-    high: float | None
-
-    def text(self) -> str:
-        if self.value is None or self.count is None or not self.n:
-            return "–"
-        interval = (
-            f", 95% CI {self.low:.2f}–{self.high:.2f}"
-            if self.low is not None and self.high is not None
-            else ""
-        )
-        return f"{self.value:.2f} ({self.count}/{self.n}{interval})"
-
-    def bar(self) -> svg.Interval:
-        return (self.value, self.low, self.high)
+def _rate_text(rate: Rate | None) -> str:
+    """A rate as text; "–" where there is none (nothing recorded, or nothing judged)."""
+    return "–" if rate is None or rate.n == 0 else rate.describe()
 
 
-def _rate(value: Any, count: Any, n: Any, ci: Any) -> _Rate:
-    """Fill what the file left out: the count from rate·n (exact, since rate = count/n), the
-    interval as Wilson's, which is what the pipeline writes."""
-    n = n if isinstance(n, int) and not isinstance(n, bool) else None
-    value = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-    if value is not None and not math.isfinite(value):
-        value = None
-    if not isinstance(count, int) or isinstance(count, bool):
-        count = round(value * n) if value is not None and n else None
-    if value is None and count is not None and n:
-        value = count / n
-    if (
-        isinstance(ci, list | tuple)
-        and len(ci) == 2
-        and all(isinstance(c, int | float) for c in ci)
-    ):
-        low, high = float(ci[0]), float(ci[1])
-    elif count is not None and n:
-        low, high = wilson_interval(count, n)
-    else:
-        return _Rate(value, count, n, None, None)
-    return _Rate(value, count, n, low, high)
+def _bar(rate: Rate | None) -> svg.Interval:
+    if rate is None or rate.n == 0:
+        return (None, None, None)
+    low, high = rate.ci95
+    return (rate.value, low, high)
 
 
-def _rate_at(mapping: Mapping[str, Any], prefix: str, n: Any) -> _Rate:
-    """The rate stored as ``<prefix>_rate``, ``<prefix>_count``, ``<prefix>_rate_ci95``."""
-    return _rate(
-        mapping.get(f"{prefix}_rate"),
-        mapping.get(f"{prefix}_count"),
-        n,
-        mapping.get(f"{prefix}_rate_ci95"),
-    )
+def _degenerate_rate(evaluation: Evaluation, rows: list[dict[str, Any]]) -> Rate:
+    """Degenerate outputs over all intervention completions, as the pipeline counts them; counted
+    from the completions where the summary does not record them."""
+    if evaluation.degenerate is not None:
+        return evaluation.degenerate
+    intervened = [r for r in rows if r.get("condition") == "intervention"]
+    return Rate(sum(bool(r.get("degenerate")) for r in intervened), len(intervened))
 
 
-def _block_rate(block: Mapping[str, Any], condition: str, kind: str = "refusal") -> _Rate:
-    """``condition`` is 'baseline' or 'intervention' in a summary rate block; the denominator is
-    the number of judged completions where recorded (a judge may abstain), else n."""
-    n = block.get(f"{condition}_judged", block.get("n"))
-    return _rate_at(block, f"{condition}_{kind}", n)
-
-
-def _rate_dict(block: Any) -> _Rate:
-    """A rate written as {rate, count, n, ci95} (the per-set degenerate blocks)."""
-    block = _dict(block)
-    return _rate(block.get("rate"), block.get("count"), block.get("n"), block.get("ci95"))
-
-
-def _degenerate_rate(evaluation: Mapping[str, Any], rows: list[dict[str, Any]]) -> _Rate:
-    # The pipeline counts degenerate outputs over all intervention completions.
-    n = evaluation.get("degenerate_n") or sum(r.get("condition") == "intervention" for r in rows)
-    return _rate_at(evaluation, "degenerate", n)
-
-
-def _rates_section(evaluation: Mapping[str, Any], rows: list[dict[str, Any]]) -> str:
-    interventions = _dict(evaluation.get("interventions"))
-    sets = [(name, _dict(evaluation.get(name))) for name in ("harmful", "harmless", "over_refusal")]
-    sets = [(name, block) for name, block in sets if block]
-    if not sets:
+def _rates_section(evaluation: Evaluation | None, rows: list[dict[str, Any]]) -> str:
+    if evaluation is None or not evaluation.sets:
         return '<h2 id="rates">Refusal rates</h2><p class="note">No evaluation recorded.</p>'
-    with_degenerate = any("degenerate" in block for _, block in sets)
+    sets = list(evaluation.sets.items())
+    with_degenerate = any(block.degenerate is not None for _, block in sets)
     headers = ["test set", "intervention", "n", "baseline refusal", "refusal with intervention"]
     table_rows = []
     for name, block in sets:
         cells = [
             _td(_e(name)),
-            _td(_e(str(interventions.get(name, "–")))),
-            _td(_num(block.get("n")), num=True),
-            _td(_block_rate(block, "baseline").text(), num=True),
-            _td(_block_rate(block, "intervention").text(), num=True),
+            _td(_e(evaluation.interventions.get(name, "–"))),
+            _td(_num(block.n), num=True),
+            _td(_rate_text(block.baseline), num=True),
+            _td(_rate_text(block.intervention), num=True),
         ]
         if with_degenerate:
-            degenerate = _dict(block.get("degenerate")).get("intervention")
-            cells.append(_td(_rate_dict(degenerate).text(), num=True))
+            degenerate = block.degenerate.intervention.rate if block.degenerate else None
+            cells.append(_td(_rate_text(degenerate), num=True))
         table_rows.append(cells)
     if with_degenerate:
         headers.append("degenerate with intervention")
     chart = svg.bar_chart(
         [name for name, _ in sets],
         ["baseline", "with intervention"],
-        [[_block_rate(b, "baseline").bar(), _block_rate(b, "intervention").bar()] for _, b in sets],
+        [[_bar(b.baseline), _bar(b.intervention)] for _, b in sets],
         title="Refusal rate by test set",
         y_label="refusal rate",
     )
     alt = "Bar chart of baseline and intervention refusal rates per test set with 95% intervals"
-    notes = [f"Judge: <code>{_e(str(evaluation.get('judge', '–')))}</code>."]
-    harmful = _dict(evaluation.get("harmful"))
-    if "intervention_compliance_rate" in harmful:
-        success = _block_rate(harmful, "intervention", "compliance").text()
+    notes = [f"Judge: <code>{_e(evaluation.judge)}</code>."]
+    harmful = evaluation.sets.get("harmful")
+    if harmful is not None and harmful.compliance is not None:
+        success = _rate_text(harmful.compliance)
         notes.append(f"Attack success (harmful, neither refused nor degenerate): {success}.")
     notes.append(
         "Degenerate outputs under intervention (flagged, not counted as jailbreaks): "
-        f"{_degenerate_rate(evaluation, rows).text()}."
+        f"{_rate_text(_degenerate_rate(evaluation, rows))}."
     )
     return (
         '<h2 id="rates">Refusal rates</h2>'
@@ -304,10 +262,11 @@ def _rates_section(evaluation: Mapping[str, Any], rows: list[dict[str, Any]]) ->
     )
 
 
-def _details_section(evaluation: Mapping[str, Any]) -> str:
+def _details_section(evaluation: Evaluation | None) -> str:
     """Judges, side effects and per-category rates: what backs up the headline rates."""
-    sets = [(name, _dict(evaluation.get(name))) for name in ("harmful", "harmless", "over_refusal")]
-    settings = _dict(evaluation.get("judge_settings"))
+    if evaluation is None:
+        return ""
+    settings = evaluation.judge_settings
     body = (
         _judges_table(evaluation)
         + (
@@ -315,24 +274,22 @@ def _details_section(evaluation: Mapping[str, Any]) -> str:
             if settings
             else ""
         )
-        + _coherence(evaluation)
-        + _per_category([(name, block) for name, block in sets if block])
+        + _coherence(evaluation.coherence)
+        + _per_category(evaluation.sets)
     )
     return '<h2 id="details">Judges, side effects and categories</h2>' + body if body else ""
 
 
-def _judges_table(evaluation: Mapping[str, Any]) -> str:
-    judges = _dict(evaluation.get("judges"))
+def _judges_table(evaluation: Evaluation) -> str:
     rows = [
         [
-            _td(f"<code>{_e(str(name))}</code>"),
+            _td(f"<code>{_e(name)}</code>"),
             _td(_e(label)),
-            _td(_block_rate(block, "baseline").text(), num=True),
-            _td(_block_rate(block, "intervention").text(), num=True),
+            _td(_rate_text(block.baseline), num=True),
+            _td(_rate_text(block.intervention), num=True),
         ]
-        for name, sets in judges.items()
-        for label, block in _dict(sets).items()
-        if isinstance(block, dict)
+        for name, sets in evaluation.judges.items()
+        for label, block in sets.items()
     ]
     if not rows:
         return ""
@@ -340,32 +297,28 @@ def _judges_table(evaluation: Mapping[str, Any]) -> str:
     return "<h3>All judges</h3>" + _table(headers, rows)
 
 
-def _per_category(sets: list[tuple[str, dict[str, Any]]]) -> str:
+def _per_category(sets: Mapping[str, SetEvaluation]) -> str:
     out = []
-    for name, block in sets:
-        categories = _dict(block.get("per_category"))
-        if categories:
+    for name, block in sets.items():
+        if block.per_category:
             rows = [
                 [
-                    _td(_e(str(category))),
-                    _td(_num(_dict(c).get("n")), num=True),
-                    _td(_block_rate(_dict(c), "baseline").text(), num=True),
-                    _td(_block_rate(_dict(c), "intervention").text(), num=True),
+                    _td(_e(category)),
+                    _td(_num(rates.n), num=True),
+                    _td(_rate_text(rates.baseline), num=True),
+                    _td(_rate_text(rates.intervention), num=True),
                 ]
-                for category, c in sorted(categories.items())
+                for category, rates in sorted(block.per_category.items())
             ]
             headers = ["category", "n", "baseline refusal", "refusal with intervention"]
             out.append(f"<div><h3>{_e(name)} by category</h3>" + _table(headers, rows) + "</div>")
     return f'<div class="cols">{"".join(out)}</div>' if out else ""
 
 
-def _coherence(evaluation: Mapping[str, Any]) -> str:
-    coherence = _dict(evaluation.get("coherence"))
-    if not coherence:
-        return ""
+def _coherence(coherence: Coherence) -> str:
     rows = [
-        [_td(f"<code>{_e(str(k))}</code>"), _td(_value(v) if isinstance(v, str) else _num(v))]
-        for k, v in coherence.items()
+        [_td(f"<code>{_e(k)}</code>"), _td(_value(v) if isinstance(v, str) else _num(v))]
+        for k, v in coherence.to_dict().items()
     ]
     return "<h3>Coherence (side effects on harmless prompts)</h3>" + _table(
         ["measure", "value"], rows
@@ -444,46 +397,43 @@ def _selection_plots(selection: Mapping[str, Any], fallback_tokens: Sequence[Any
     )
 
 
-def _verdict_banner(verdict: Mapping[str, Any], diagnostics: Mapping[str, Any]) -> str:
+def _verdict_banner(verdict: RunVerdict, warning: str | None) -> str:
     """The effect verdict first: a failed selection is the first thing a reader sees."""
-    if not verdict:
-        return ""
-    judged = effects(verdict)
+    judged = verdict.effects()
     shown = ", ".join(f"{kind}: <b>{_e(effect)}</b>" for kind, effect in judged)
-    works = bool(verdict.get("works"))
-    head = "Verdict" if works else "Verdict — no working direction"
-    warning = diagnostics.get("warning")
-    note = f"<br><b>Selection warning:</b> {_e(str(warning))}" if warning else ""
+    head = "Verdict" if verdict.works else "Verdict — no working direction"
+    note = f"<br><b>Selection warning:</b> {_e(warning)}" if warning else ""
     # Highlighted unless every judged effect works (or a selection warning stands).
     fully = all(effect == "works" for _, effect in judged)
     style = "statement" if fully and not warning else "statement finding"
     return (
-        f'<p class="{style}" id="verdict"><b>{head}</b> '
-        f"({shown})<br>{_e(str(verdict.get('reason', '')))}{note}</p>"
+        f'<p class="{style}" id="verdict"><b>{head}</b> ({shown})<br>{_e(verdict.reason)}{note}</p>'
     )
 
 
-def _pick_facts(selection: Mapping[str, Any], tokens: Sequence[Any]) -> list[tuple[str, str]]:
-    position = selection.get("position")
+def _pick_facts(pick: SelectionSummary, l_low: Any, tokens: Sequence[Any]) -> list[tuple[str, str]]:
+    """The pick in facts; ``l_low``: the evaluation layers from ``selection.json``, if any."""
     token = ""
-    if isinstance(position, int) and -len(tokens) <= position < 0:
-        token = f" (token <code>{_token(tokens[len(tokens) + position])}</code>)"
-    method = f"{selection.get('method', '?')}-{str(selection.get('steering', '?')).upper()}"
+    if -len(tokens) <= pick.position < 0:
+        token = f" (token <code>{_token(tokens[len(tokens) + pick.position])}</code>)"
     facts = [
-        ("method", _e(method)),
-        ("pick", f"position {_num(position)}{token}, layer {_num(selection.get('layer'))}"),
-        ("score", _num(selection.get("score"))),
-        ("KL", _num(selection.get("kl"))),
+        ("method", _e(f"{pick.method}-{pick.steering.upper()}")),
+        ("pick", f"position {_num(pick.position)}{token}, layer {_num(pick.layer)}"),
+        ("score", _num(pick.score)),
+        ("KL", _num(pick.kl)),
+        *((key, _num(value)) for key, value in pick.scores.items()),
     ]
-    for key in ("s_comply", "s_refuse", "bypass", "induce"):
-        if key in selection:
-            facts.append((key, _num(selection.get(key))))
-    if "n_candidates" in selection:
-        kept = f"{_num(selection.get('n_kept'))} of {_num(selection.get('n_candidates'))}"
-        facts.append(("kept by the filters", kept))
-    if selection.get("l_low") is not None:
-        facts.append(("L_low", _value(selection.get("l_low"))))
+    if pick.n_candidates is not None:
+        facts.append(("kept by the filters", f"{_num(pick.n_kept)} of {_num(pick.n_candidates)}"))
+    if l_low is not None:
+        facts.append(("L_low", _value(l_low)))
     return facts
+
+
+def _pick(record: Mapping[str, Any]) -> SelectionSummary | None:
+    """The pick of a ``selection.json``-style file; none where the file is missing or records a
+    selection that found nothing."""
+    return SelectionSummary.from_dict(record) if record and "error" not in record else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -563,49 +513,40 @@ def _samples(rows: list[dict[str, Any]], per_set: int = _SAMPLES_PER_SET) -> str
 @dataclass(frozen=True)
 class _SweepRow:
     alpha: float | None  # None: the model without steering
-    harmful: _Rate
-    harmless: _Rate
-    degenerate: _Rate
+    harmful: Rate | None
+    harmless: Rate | None
+    degenerate: Rate | None
 
 
 def _is_number(x: Any) -> TypeGuard[int | float]:
     return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _sweep_rows(summary: Mapping[str, Any]) -> list[_SweepRow]:
+def _sweep_rows(evaluation: Evaluation, weak: WeakAlignmentRun) -> list[_SweepRow]:
     """The unsteered model first, then one row per α in increasing order."""
-    unsteered = _dict(_dict(summary.get("weak_alignment")).get("unsteered"))
+    unsteered = weak.weak_alignment.unsteered
     rows = [
         _SweepRow(
             None,
-            _rate_dict(unsteered.get("harmful")),
-            _rate_dict(unsteered.get("harmless")),
-            _unsteered_degenerate(_dict(summary.get("evaluation"))),
+            unsteered.get("harmful"),
+            unsteered.get("harmless"),
+            _unsteered_degenerate(evaluation),
         )
     ]
-    points = [p for p in map(_dict, summary.get("alpha_sweep") or []) if _is_number(p.get("alpha"))]
-    for p in sorted(points, key=lambda p: float(p["alpha"])):
-        rows.append(
-            _SweepRow(
-                float(p["alpha"]),
-                _rate_at(p, "harmful_refusal", p.get("harmful_n")),
-                _rate_at(p, "harmless_refusal", p.get("harmless_n")),
-                _rate_at(p, "degenerate", p.get("degenerate_n")),
-            )
-        )
+    points = [p for p in weak.alpha_sweep if _is_number(p.alpha)]
+    for p in sorted(points, key=lambda p: p.alpha):
+        rows.append(_SweepRow(p.alpha, p.harmful, p.harmless, p.degenerate))
     return rows
 
 
-def _unsteered_degenerate(evaluation: Mapping[str, Any]) -> _Rate:
+def _unsteered_degenerate(evaluation: Evaluation) -> Rate | None:
     """Degenerate outputs without steering, over harmful and harmless prompts together as the
     sweep counts them (the evaluation's baselines are the model being steered)."""
-    blocks = [
-        _rate_dict(_dict(_dict(evaluation.get(name)).get("degenerate")).get("baseline"))
-        for name in ("harmful", "harmless")
-    ]
-    if not all(b.n and b.count is not None for b in blocks):
-        return _rate(None, None, None, None)
-    return _rate(None, sum(b.count or 0 for b in blocks), sum(b.n or 0 for b in blocks), None)
+    blocks = [evaluation.sets.get(name) for name in ("harmful", "harmless")]
+    rates = [b.degenerate.baseline.rate for b in blocks if b is not None and b.degenerate]
+    if len(rates) < len(blocks):
+        return None
+    return Rate(sum(r.count for r in rates), sum(r.n for r in rates))
 
 
 def _sweep_chart(sweep: list[_SweepRow], best: float | None) -> str:
@@ -616,14 +557,14 @@ def _sweep_chart(sweep: list[_SweepRow], best: float | None) -> str:
             (0, "harmful", unsteered.harmful),
             (1, "harmless", unsteered.harmless),
         )
-        if rate.value is not None
+        if rate is not None and rate.n > 0
     ]
     chart = svg.interval_line_chart(
         [p.alpha or 0.0 for p in points],  # never None past the first row
         [
-            ("harmful refusal", [p.harmful.bar() for p in points]),
-            ("harmless refusal", [p.harmless.bar() for p in points]),
-            ("degenerate output", [p.degenerate.bar() for p in points]),
+            ("harmful refusal", [_bar(p.harmful) for p in points]),
+            ("harmless refusal", [_bar(p.harmless) for p in points]),
+            ("degenerate output", [_bar(p.degenerate) for p in points]),
         ],
         title="Steering toward refusal: rates over α",
         x_label="α",
@@ -646,7 +587,7 @@ def _sweep_table(sweep: list[_SweepRow], best: float | None) -> str:
         if row.alpha is not None and row.alpha == best:
             label = f"<strong>{label} (best)</strong>"
         rates = (row.harmful, row.harmless, row.degenerate)
-        rows.append([_td(label), *(_td(r.text(), rate=True) for r in rates)])
+        rows.append([_td(label), *(_td(_rate_text(r), rate=True) for r in rates)])
     headers = ["α", "harmful refusal", "harmless refusal", "degenerate output"]
     return _table(headers, rows, "sweep")
 
@@ -690,22 +631,20 @@ def _sweep_samples(rows: list[dict[str, Any]], per_set: int = 2) -> str:
     )
 
 
-def _stage1(stage1: Mapping[str, Any], selection: Mapping[str, Any], tokens: Sequence[Any]) -> str:
+def _stage1(stage1: Stage1, pick: SelectionSummary, l_low: Any, tokens: Sequence[Any]) -> str:
     """Stage 1 of a two-stage run: the removal that made the model refuse less, and its effect."""
-    sets = [(name, _dict(stage1.get(name))) for name in ("harmful", "harmless")]
     rows = [
         [
             _td(_e(name)),
-            _td(_block_rate(block, "baseline").text(), rate=True),
-            _td(_block_rate(block, "intervention").text(), rate=True),
+            _td(_rate_text(block.baseline), rate=True),
+            _td(_rate_text(block.intervention), rate=True),
         ]
-        for name, block in sets
-        if block
+        for name, block in stage1.sets.items()
     ]
     facts = [
-        *_pick_facts(selection, tokens),
-        ("intervention", _e(str(stage1.get("intervention", "–")))),
-        ("judge", f"<code>{_e(str(stage1.get('judge', '–')))}</code>"),
+        *_pick_facts(pick, l_low, tokens),
+        ("intervention", _e(stage1.intervention)),
+        ("judge", f"<code>{_e(stage1.judge)}</code>"),
     ]
     return (
         "<h3>Stage 1: making the model refuse less</h3>"
@@ -718,76 +657,67 @@ def _stage1(stage1: Mapping[str, Any], selection: Mapping[str, Any], tokens: Seq
 
 
 def _sweep_section(
-    summary: Mapping[str, Any],
+    summary: RunSummary,
+    weak: WeakAlignmentRun,
     rows: list[dict[str, Any]],
-    stage1_selection: Mapping[str, Any],
+    run_dir: Path,
     tokens: Sequence[Any],
 ) -> str:
-    weak = _dict(summary.get("weak_alignment"))
-    steerable = weak.get("steerable") is not False
-    best = weak.get("best_alpha")
+    setting = weak.weak_alignment
+    steerable = setting.steerable
     # No best α where the sweep found nothing to steer, whatever else the file says.
-    best = float(best) if steerable and _is_number(best) else None
-    sweep = _sweep_rows(summary)
-    statement = _e(str(weak.get("statement") or "No verdict recorded."))
+    best = setting.best_alpha if steerable and _is_number(setting.best_alpha) else None
+    sweep = _sweep_rows(summary.evaluation, weak)
     kind = "statement" if steerable else "statement finding"
     facts = [
-        ("mode", _e(str(weak.get("mode", "–")))),
-        ("steering", _e(f"{str(weak.get('steering', '–')).upper()} addition scaled by α")),
+        ("mode", _e(setting.mode)),
+        ("steering", _e(f"{setting.steering.upper()} addition scaled by α")),
     ]
     if best is not None:
         facts.append(("best α", _e(f"{best:g}")))
-    if isinstance(weak.get("harmful_monotonic"), bool):
-        facts.append(
-            ("harmful refusal monotonic in α", "yes" if weak["harmful_monotonic"] else "no")
-        )
-    if weak.get("l_low") is not None:
-        note = f" ({_e(str(weak['l_low_note']))})" if weak.get("l_low_note") else ""
-        facts.append(("L_low", _value(weak.get("l_low")) + note))
-    contrast = _dict(weak.get("stage2_contrast"))
-    if _is_number(contrast.get("norm_ratio")):
-        cosine = contrast.get("cosine")
+    facts.append(("harmful refusal monotonic in α", "yes" if setting.harmful_monotonic else "no"))
+    note = f" ({_e(setting.l_low_note)})" if setting.l_low_note else ""
+    facts.append(("L_low", _value(setting.l_low) + note))
+    contrast = setting.stage2_contrast
+    if contrast is not None and _is_number(contrast.norm_ratio):
         facts.append(
             (
                 "contrast left by stage 1 at the stage-2 pick",
                 _e(
-                    f"{float(contrast['norm_ratio']):.2f} of the original norm"
-                    + (f", cosine {float(cosine):.2f}" if _is_number(cosine) else "")
+                    f"{contrast.norm_ratio:.2f} of the original norm"
+                    + (f", cosine {contrast.cosine:.2f}" if _is_number(contrast.cosine) else "")
                 ),
             )
         )
-    stage1 = _dict(summary.get("stage1"))
-    steered = "the model after stage 1" if stage1 else "the model"
+    steered = "the model after stage 1" if weak.stage1 else "the model"
+    stage1 = ""
+    if weak.stage1 is not None:
+        # stage1-selection.json has what the summary's copy leaves out (L_low).
+        record = _dict(_load_json(run_dir / "stage1-selection.json"))
+        pick = _pick(record) or weak.stage1.selection
+        stage1 = _stage1(weak.stage1, pick, record.get("l_low"), tokens)
     return (
         '<h2 id="sweep">Steering toward refusal (α sweep)</h2>'
         + f'<p class="{kind}"><strong>{"Result" if steerable else "Finding"}:</strong> '
-        + f"{statement}</p>"
+        + f"{_e(setting.statement)}</p>"
         + _facts(facts)
         + f'<div class="plots">{_sweep_chart(sweep, best)}</div>'
         + f'<p class="note">Unsteered: {steered} without steering, which is also the baseline '
         "of the refusal rates below. Degenerate outputs count harmful and harmless prompts "
-        "together.</p>"
-        + _sweep_table(sweep, best)
-        + _sweep_samples(rows)
-        + (
-            _stage1(stage1, stage1_selection or _dict(stage1.get("selection")), tokens)
-            if stage1
-            else ""
-        )
+        "together.</p>" + _sweep_table(sweep, best) + _sweep_samples(rows) + stage1
     )
 
 
-def _adversarial_facts(record: Any) -> list[tuple[str, str]]:
+def _adversarial_facts(record: Adversarial | None) -> list[tuple[str, str]]:
     """The adversarial system-prompt condition in one line; nothing for a run without one."""
-    record = _dict(record)
-    if not record:
+    if record is None:
         return []
-    splits = " and ".join(str(s) for s in record.get("applied_to") or []) or "?"
-    text = f"condition {record.get('condition', '?')}, on {splits} prompts"
-    if record.get("text"):
-        text += f" — “{record['text']}”"
-    if record.get("test_prompts"):
-        text += f"; test prompts {record['test_prompts']}"
+    splits = " and ".join(record.applied_to) or "?"
+    text = f"condition {record.condition}, on {splits} prompts"
+    if record.text:
+        text += f" — “{record.text}”"
+    if record.test_prompts:
+        text += f"; test prompts {record.test_prompts}"
     return [("adversarial system prompt", _e(text))]
 
 
@@ -863,51 +793,56 @@ def _pending_or_file(run_dir: Path, name: str, pending: Mapping[str, Any]) -> An
 
 
 def _run_page(run_dir: Path, pending: Mapping[str, Any]) -> str:
-    summary = _dict(_pending_or_file(run_dir, "summary.json", pending))
-    selection = _dict(_load_json(run_dir / "selection.json")) or _dict(summary.get("selection"))
+    written = _pending_or_file(run_dir, "summary.json", pending)
+    summary = RunSummary.from_dict(written) if written is not None else None
+    selection = _dict(_load_json(run_dir / "selection.json"))  # its candidates are plotted
+    pick = summary.selection if summary is not None else _pick(selection)
     provenance = _dict(_load_json(run_dir / "provenance.json"))
     status = _dict(_pending_or_file(run_dir, "status.json", pending))
     rows = _load_jsonl(run_dir / "completions.jsonl")
     tokens = list(_dict(provenance.get("chat")).get("post_instruction_tokens") or [])
     tokens = list(selection.get("position_tokens") or tokens)
-    model = summary.get("model") or _dict(provenance.get("model")).get("spec") or "?"
-    facts = [("model", f"<code>{_e(str(model))}</code>"), *_pick_facts(selection, tokens)]
-    diagnostics = _dict(selection.get("diagnostics"))
-    if diagnostics:
-        facts.append(("rank by score", f"{_num(diagnostics.get('rank'))} of "
-                      f"{_num(diagnostics.get('n_scored'))} scored candidates"))  # fmt: skip
-    stability = _dict(_dict(summary.get("selection")).get("stability"))
-    if stability:
+    model = (summary.model if summary else None) or _dict(provenance.get("model")).get("spec")
+    model = model or "?"
+    facts = [("model", f"<code>{_e(str(model))}</code>")]
+    diagnostics = pick.diagnostics if pick else None
+    if pick is not None:
+        facts += _pick_facts(pick, selection.get("l_low"), tokens)
+    if diagnostics is not None:
+        facts.append(("rank by score", f"{_num(diagnostics.rank)} of "
+                      f"{_num(diagnostics.n_scored)} scored candidates"))  # fmt: skip
+    stability = summary.selection.stability if summary else None
+    if stability is not None:
         wins = ", ".join(
-            f"{_num(w.get('position'))}/{_num(w.get('layer'))}: {_num(w.get('count'))}"
-            for w in stability.get("wins") or [] if isinstance(w, dict)
-        )  # fmt: skip
+            f"{_num(w.position)}/{_num(w.layer)}: {_num(w.count)}" for w in stability.wins
+        )
         facts.append(("pick stability", _e(
-            f"won {_num(stability.get('pick_share'), 2)} of {_num(stability.get('resamples'))} "
+            f"won {_num(stability.pick_share, 2)} of {_num(stability.resamples)} "
             f"bootstrap resamples of the train prompts (position/layer: wins — {wins})"
         )))  # fmt: skip
     sweep = ""
-    if summary.get("alpha_sweep"):
-        mode = _e(str(_dict(summary.get("weak_alignment")).get("mode", "?")))
+    if summary is not None and summary.weak is not None and summary.weak.alpha_sweep:
+        mode = _e(summary.weak.weak_alignment.mode)
         facts.append(("weak alignment", f'{mode}: <a href="#sweep">steering toward refusal</a>'))
-        stage1_selection = _dict(_load_json(run_dir / "stage1-selection.json"))
-        sweep = _sweep_section(summary, rows, stage1_selection, tokens)
-    facts += _adversarial_facts(summary.get("adversarial"))
+        sweep = _sweep_section(summary, summary.weak, rows, run_dir, tokens)
+    facts += _adversarial_facts(summary.adversarial if summary else None)
     facts += [
-        ("run time", f"{_num(summary.get('seconds'), 1)} s"),
+        ("run time", f"{_num(summary.seconds if summary else None, 1)} s"),
         ("state", _e(f"{status.get('state', '?')} ({status.get('stage', '?')})")),
     ]
-    if not summary:
+    if summary is None:
         facts.append(("note", '<span class="error">no summary.json: the run did not finish</span>'))
+    warning = diagnostics.warning if diagnostics else None
+    evaluation = summary.evaluation if summary else None
     body = (
         "<h1>refusalkit run report</h1>"
-        + _verdict_banner(_dict(summary.get("verdict")), _dict(selection.get("diagnostics")))
+        + (_verdict_banner(summary.verdict, warning) if summary else "")
         + _facts(facts)
         + sweep
-        + _rates_section(_dict(summary.get("evaluation")), rows)
+        + _rates_section(evaluation, rows)
         + '<h2 id="selection">Selection</h2>'
         + _selection_plots(selection, tokens)
-        + _details_section(_dict(summary.get("evaluation")))
+        + _details_section(evaluation)
         + '<h2 id="samples">Sample completions</h2>'
         + _samples(rows)
         + _provenance_section(
@@ -920,50 +855,59 @@ def _run_page(run_dir: Path, pending: Mapping[str, Any]) -> str:
     return _page(f"refusalkit run — {model}", body)
 
 
-# Compare table columns beyond the pick: (header, row key prefix of a rate, the set whose n counts).
-_COMPARE_RATES = (
-    ("harmful refusal with removal", "harmful_intervention_refusal", "harmful"),
-    ("attack success", "harmful_intervention_compliance", "harmful"),
-    ("harmless refusal with addition", "harmless_intervention_refusal", "harmless"),
-    ("over-refusal with removal", "over_refusal_intervention_refusal", "over_refusal"),
+# Compare table columns beyond the pick, each shown where some row has its test set:
+# (header, the test set, the rate in a row).
+_COMPARE_RATES: tuple[tuple[str, str, Callable[[ComparisonRow], Rate | None]], ...] = (
+    ("harmful refusal with removal", "harmful", lambda r: _set_rate(r, "harmful")),
+    ("attack success", "harmful", lambda r: r.compliance),
+    ("harmless refusal with addition", "harmless", lambda r: _set_rate(r, "harmless")),
+    ("over-refusal with removal", "over_refusal", lambda r: _set_rate(r, "over_refusal")),
 )
-_COMPARE_NUMBERS = (("KL test", "test_kl"), ("ΔCE (nats/token)", "cross_entropy_increase"))
+_COMPARE_NUMBERS: tuple[tuple[str, Callable[[ComparisonRow], float]], ...] = (
+    ("KL test", lambda r: r.test_kl),
+    ("ΔCE (nats/token)", lambda r: r.cross_entropy_increase),
+)
 _SETS = (("harmful", "harmful refusal"), ("harmless", "harmless refusal"),
          ("over_refusal", "over-refusal"))  # fmt: skip
 
 
+def _set_rate(row: ComparisonRow, label: str, condition: str = "intervention") -> Rate | None:
+    block = row.sets.get(label)
+    if block is None:
+        return None
+    return block.baseline if condition == "baseline" else block.intervention
+
+
+def _row_pick(row: ComparisonRow) -> SelectionSummary:
+    """A method's pick from its comparison row, where its selection file is missing."""
+    return SelectionSummary(row.selector, row.steering, row.position, row.layer, row.kl,
+                            row.score, None, None, None, {}, None, None)  # fmt: skip
+
+
 def _compare_page(run_dir: Path, pending: Mapping[str, Any]) -> str:
-    comparison = _dict(_pending_or_file(run_dir, "comparison.json", pending))
+    comparison = Comparison.from_dict(_pending_or_file(run_dir, "comparison.json", pending))
     provenance = _dict(_load_json(run_dir / "provenance.json"))
     status = _dict(_pending_or_file(run_dir, "status.json", pending))
     tokens = list(_dict(provenance.get("chat")).get("post_instruction_tokens") or [])
-    model = comparison.get("model") or "?"
-    methods = [_dict(r) for r in comparison.get("rows") or []]
-    ok = [r for r in methods if "error" not in r]
-
-    def name(row: Mapping[str, Any]) -> str:
-        return f"{row.get('selector', '?')}-{row.get('steering', '?')}"
-
-    def n_of(row: Mapping[str, Any], set_name: str) -> Any:
-        return row.get(f"{set_name}_n", row.get("n"))
-
-    # Columns only for what some row recorded: the comparison format grows over time.
-    rate_columns = [c for c in _COMPARE_RATES if any(f"{c[1]}_rate" in r for r in ok)]
-    number_columns = [c for c in _COMPARE_NUMBERS if any(c[1] in r for r in ok)]
-    sets = [s for s in _SETS if any(f"{s[0]}_intervention_refusal_rate" in r for r in ok)]
+    ok = comparison.selected
+    # Columns only for what some row recorded: a run without over-refusal prompts has none.
+    evaluated = {label for row in ok for label in row.sets}
+    rate_columns = [c for c in _COMPARE_RATES if c[1] in evaluated]
+    number_columns = list(_COMPARE_NUMBERS) if ok else []
+    sets = [s for s in _SETS if s[0] in evaluated]
     # Two tables, picks and rates, so each fits the page width.
     pick_headers = ["method", "position", "layer", "score", "KL val"]
     pick_headers += [h for h, _ in number_columns] + ["selection time"]
     rate_headers = ["method", *(h for h, _, _ in rate_columns), "degenerate"]
 
     pick_rows, rate_rows, bars, sections = [], [], [], []
-    for row in methods:
-        method = _e(name(row))
-        completions = _load_jsonl(run_dir / f"completions-{name(row)}.jsonl")
-        selection = _dict(_load_json(run_dir / f"selection-{name(row)}.json"))
+    for row in comparison.rows:
+        method = _e(row.name)
+        completions = _load_jsonl(run_dir / f"completions-{row.name}.jsonl")
+        selection = _dict(_load_json(run_dir / f"selection-{row.name}.json"))
         link = _td(f'<a href="#method-{method}"><code>{method}</code></a>')
-        if "error" in row:
-            error = f"no selection: {_e(str(row['error']))}"
+        if isinstance(row, FailedMethod):
+            error = f"no selection: {_e(row.error)}"
             first = link if selection else _td(f"<code>{method}</code>")
             pick_rows.append(
                 [first, f'<td colspan="{len(pick_headers) - 1}" class="error">{error}</td>']
@@ -975,75 +919,62 @@ def _compare_page(run_dir: Path, pending: Mapping[str, Any]) -> str:
                     + _selection_plots(selection, tokens)
                 )
             continue
-        position = row.get("position")
         token = ""
-        if isinstance(position, int) and -len(tokens) <= position < 0:
-            token = _token(tokens[len(tokens) + position])
-        degenerate_n = row.get("degenerate_n") or sum(
-            r.get("condition") == "intervention" for r in completions
-        )
+        if -len(tokens) <= row.position < 0:
+            token = _token(tokens[len(tokens) + row.position])
         pick_rows.append(
             [
                 link,
-                _td(f"{_num(position)}&nbsp;<code>{token}</code>"),
-                _td(_num(row.get("layer")), num=True),
-                _td(_num(row.get("score")), num=True),
-                _td(_num(row.get("kl")), num=True),
-                *(_td(_num(row.get(key)), num=True) for _, key in number_columns),
-                _td(f"{_num(row.get('selection_seconds'), 1)} s", num=True),
+                _td(f"{_num(row.position)}&nbsp;<code>{token}</code>"),
+                _td(_num(row.layer), num=True),
+                _td(_num(row.score), num=True),
+                _td(_num(row.kl), num=True),
+                *(_td(_num(value(row)), num=True) for _, value in number_columns),
+                _td(f"{_num(row.selection_seconds, 1)} s", num=True),
             ]
         )
         rate_rows.append(
             [
                 link,
-                *(
-                    _td(_rate_at(row, key, n_of(row, s)).text(), rate=True)
-                    for _, key, s in rate_columns
-                ),
-                _td(_rate_at(row, "degenerate", degenerate_n).text(), rate=True),
+                *(_td(_rate_text(rate(row)), rate=True) for _, _, rate in rate_columns),
+                _td(_rate_text(row.degenerate), rate=True),
             ]
         )
-        bars.append(
-            (name(row), [_rate_at(row, f"{s}_intervention_refusal", n_of(row, s)) for s, _ in sets])
-        )
+        bars.append((row.name, [_set_rate(row, s) for s, _ in sets]))
         sections.append(
             f'<h2 id="method-{method}">{method}</h2>'
-            + _facts(_pick_facts(selection or row, tokens))
+            + _facts(
+                _pick_facts(_pick(selection) or _row_pick(row), selection.get("l_low"), tokens)
+            )
             + _selection_plots(selection, tokens)
             + f"<details><summary>Sample completions ({method})</summary>"
             + _samples(completions)
             + "</details>"
         )
     # Baseline completions are generated once and shared by every method: one baseline group.
-    baselines = (
-        [_rate_at(ok[0], f"{s}_baseline_refusal", n_of(ok[0], s)) for s, _ in sets] if ok else []
-    )
+    baselines = [_set_rate(ok[0], s, "baseline") for s, _ in sets] if ok else []
     baseline_text = ", ".join(
-        f"{label} {r.text()}" for (_, label), r in zip(sets, baselines, strict=True)
+        f"{label} {_rate_text(r)}" for (_, label), r in zip(sets, baselines, strict=True)
     )
     chart = svg.bar_chart(
         ["no intervention", *(group for group, _ in bars)],
         [label for _, label in sets],
-        [[r.bar() for r in rates] for rates in (baselines, *(rates for _, rates in bars))],
+        [[_bar(r) for r in rates] for rates in (baselines, *(rates for _, rates in bars))],
         title="Refusal rate per method (interventions as in the table)",
         y_label="refusal rate",
     )
     facts = [
-        ("model", f"<code>{_e(str(model))}</code>"),
-        ("judge", f"<code>{_e(str(comparison.get('judge', '–')))}</code>"),
-        ("methods", f"{len(ok)} selected of {len(methods)}"),
-        *_adversarial_facts(comparison.get("adversarial")),
-        ("run time", f"{_num(comparison.get('seconds'), 1)} s"),
+        ("model", f"<code>{_e(comparison.model)}</code>"),
+        ("judge", f"<code>{_e(comparison.judge)}</code>"),
+        ("methods", f"{len(ok)} selected of {len(comparison.rows)}"),
+        *_adversarial_facts(comparison.adversarial),
+        ("run time", f"{_num(comparison.seconds, 1)} s"),
         ("state", _e(f"{status.get('state', '?')} ({status.get('stage', '?')})")),
     ]
     alt = "Bar chart of refusal rates per method with 95% intervals"
-    working = comparison.get("working_methods")
+    working = comparison.working_methods
     verdict = (
-        ""
-        if working is None
-        else '<p class="statement">Working directions from: '
-        + _e(", ".join(map(str, working)))
-        + "</p>"
+        '<p class="statement">Working directions from: ' + _e(", ".join(working)) + "</p>"
         if working
         else '<p class="statement finding"><b>No working direction</b> from any method: no '
         "selected direction removed or induced refusal on the test prompts (verdicts per method in "
@@ -1070,7 +1001,7 @@ def _compare_page(run_dir: Path, pending: Mapping[str, Any]) -> str:
             _load_json(run_dir / "splits.json"),
         )
     )
-    return _page(f"refusalkit compare — {model}", body)
+    return _page(f"refusalkit compare — {comparison.model}", body)
 
 
 def render_html(run_dir: Path, pending: Mapping[str, Any] | None = None) -> str:

@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
-from refusalkit.evaluation.metrics import format_block_rate, format_rate
-from refusalkit.evaluation.verdict import effects
+from refusalkit.runs.records import (
+    Adversarial,
+    Comparison,
+    Diagnostics,
+    FailedMethod,
+    RunSummary,
+    RunVerdict,
+    Stability,
+)
 from refusalkit.selection.diagnostics import describe_removed
 
+_NAMES = {"harmful": "harmful", "harmless": "harmless", "over_refusal": "over-refusal"}
 
-def render_comparison(comparison: dict[str, Any]) -> str:
+
+def render_comparison(comparison: Comparison | Mapping[str, Any]) -> str:
+    """``comparison.md``; the comparison as a record or as ``comparison.json`` holds it."""
+    if not isinstance(comparison, Comparison):
+        comparison = Comparison.from_dict(comparison)
     lines = [
-        f"# refusalkit compare — {comparison['model']}",
+        f"# refusalkit compare — {comparison.model}",
         "",
-        *adversarial_line(comparison.get("adversarial")),
+        *adversarial_line(comparison.adversarial),
         "Rates: value (count/n, 95% Wilson interval). KL val = selection KL on validation "
         "prompts; KL test / ΔCE = KL at the first response position and cross-entropy increase "
         "(nats/token) of the clean harmless completions under removal.",
@@ -24,147 +37,132 @@ def render_comparison(comparison: dict[str, Any]) -> str:
         "| over-refusal, removal | degenerate |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for row in comparison["rows"]:
-        if "error" in row:
+    for row in comparison.rows:
+        if isinstance(row, FailedMethod):
             lines.append(
-                f"| {row['selector']} | {row['steering']} | – | – | – | – | – | no selection: "
-                f"{row['error']} | – | – | – | – |"
+                f"| {row.selector} | {row.steering} | – | – | – | – | – | no selection: "
+                f"{row.error} | – | – | – | – |"
             )
             continue
         over = (
-            format_block_rate(row, "over_refusal_intervention_refusal", "over_refusal_n")
-            if "over_refusal_n" in row
-            else "–"
+            row.sets["over_refusal"].intervention.describe() if "over_refusal" in row.sets else "–"
         )
         lines.append(
-            f"| {row['selector']} | {row['steering']} | {row['position']} | {row['layer']} | "
-            f"{row['kl']:.3f} | {row['test_kl']:.3f} | {row['cross_entropy_increase']:+.3f} | "
-            f"{format_block_rate(row, 'harmful_intervention_refusal')} | "
-            f"{format_block_rate(row, 'harmful_intervention_compliance')} | "
-            f"{format_block_rate(row, 'harmless_intervention_refusal')} | {over} | "
-            f"{format_block_rate(row, 'degenerate', 'degenerate_n')} |"
+            f"| {row.selector} | {row.steering} | {row.position} | {row.layer} | "
+            f"{row.kl:.3f} | {row.test_kl:.3f} | {row.cross_entropy_increase:+.3f} | "
+            f"{row.sets['harmful'].intervention.describe()} | {row.compliance.describe()} | "
+            f"{row.sets['harmless'].intervention.describe()} | {over} | "
+            f"{row.degenerate.describe()} |"
         )
-    first = next((row for row in comparison["rows"] if "error" not in row), None)
-    if first is not None:
+    selected = comparison.selected
+    if selected:
+        # Baseline completions are shared by every method: the first row's are everyone's.
         baselines = [
-            f"harmful {format_block_rate(first, 'harmful_baseline_refusal')}",
-            f"harmless {format_block_rate(first, 'harmless_baseline_refusal')}",
+            f"{_NAMES[label]} {block.baseline.describe()}"
+            for label, block in selected[0].sets.items()
         ]
-        if "over_refusal_n" in first:
-            baselines.append(
-                "over-refusal "
-                + format_block_rate(first, "over_refusal_baseline_refusal", "over_refusal_n")
-            )
         lines += [
             "",
             "Baseline refusal (no intervention): " + "; ".join(baselines) + ".",
-            f"Judge: {comparison['judge']}. Run time {comparison['seconds']} s.",
+            f"Judge: {comparison.judge}. Run time {comparison.seconds} s.",
             "",
         ]
     return "\n".join(lines)
 
 
 def render_report(
-    summary: dict[str, Any], provenance: dict[str, Any], record: dict[str, Any]
+    summary: RunSummary | Mapping[str, Any],
+    provenance: Mapping[str, Any],
+    record: Mapping[str, Any],
 ) -> str:
-    selection, evaluation = summary["selection"], summary["evaluation"]
-
-    def rate(block: dict[str, Any], condition: str) -> str:
-        prefix = f"{condition}_refusal"
-        return format_rate(
-            block[f"{prefix}_rate"],
-            block[f"{prefix}_count"],
-            block[f"{condition}_judged"] if f"{condition}_judged" in block else block["n"],
-            block[f"{prefix}_rate_ci95"],
-        )
-
-    names = {"harmful": "harmful", "harmless": "harmless", "over_refusal": "over-refusal"}
-    sets = [label for label in names if label in evaluation]
-    token = provenance["chat"]["post_instruction_tokens"][selection["position"]]
+    """``report.md``; the summary as a record or as ``summary.json`` holds it, with the run's
+    provenance and its full selection record (``selection.json``: L_low, every candidate)."""
+    if not isinstance(summary, RunSummary):
+        summary = RunSummary.from_dict(summary)
+    selection, evaluation = summary.selection, summary.evaluation
+    token = provenance["chat"]["post_instruction_tokens"][selection.position]
     lines = [
-        f"# refusalkit run — {summary['model']}",
+        f"# refusalkit run — {summary.model}",
         "",
-        *_verdict_banner(summary.get("verdict")),
-        f"Selected by {selection['method']}-{selection['steering'].upper()}: position "
-        f"{selection['position']} (token {token!r}), layer {selection['layer']}, "
-        f"score {selection['score']:.4f}, KL {selection['kl']:.4f}.",
-        f"Candidates: {selection['n_candidates']}, kept by the score-independent filters: "
-        f"{selection['n_kept']}."
+        *_verdict_banner(summary.verdict),
+        f"Selected by {selection.method}-{selection.steering.upper()}: position "
+        f"{selection.position} (token {token!r}), layer {selection.layer}, "
+        f"score {selection.score:.4f}, KL {selection.kl:.4f}.",
+        f"Candidates: {selection.n_candidates}, kept by the score-independent filters: "
+        f"{selection.n_kept}."
         + (f" Evaluation layers L_low: {record['l_low']}." if "l_low" in record else ""),
-        *_diagnostics_lines(record.get("diagnostics")),
-        *_stability_lines(selection.get("stability")),
+        *_diagnostics_lines(selection.diagnostics),
+        *_stability_lines(selection.stability),
         "",
-        f"Refusal rates by the {evaluation['judge']} judge: value (count/n, 95% Wilson interval).",
+        f"Refusal rates by the {evaluation.judge} judge: value (count/n, 95% Wilson interval).",
         "",
         "| test set | intervention | n | baseline refusal | with intervention |",
         "|---|---|---|---|---|",
     ]
     lines += [
-        f"| {names[label]} | {evaluation['interventions'][label]} | {evaluation[label]['n']} | "
-        f"{rate(evaluation[label], 'baseline')} | {rate(evaluation[label], 'intervention')} |"
-        for label in sets
+        f"| {_NAMES[label]} | {evaluation.interventions[label]} | {block.n} | "
+        f"{block.baseline.describe()} | {block.intervention.describe()} |"
+        for label, block in evaluation.sets.items()
     ]
-    harmful = evaluation["harmful"]
-    coherence_block = evaluation["coherence"]
+    harmful = evaluation.sets["harmful"]
+    coherence = evaluation.coherence
+    degenerate = evaluation.degenerate.describe() if evaluation.degenerate else "–"
     lines += [
         "",
         "Attack success (harmful, neither refused nor degenerate): "
-        + format_rate(
-            harmful["intervention_compliance_rate"],
-            harmful["intervention_compliance_count"],
-            harmful["n"],
-            harmful["intervention_compliance_rate_ci95"],
-        )
-        + ". Degenerate outputs under intervention: "
-        + format_rate(
-            evaluation["degenerate_rate"],
-            evaluation["degenerate_count"],
-            evaluation["degenerate_n"],
-            evaluation["degenerate_rate_ci95"],
-        )
-        + ".",
-        f"Coherence on harmless prompts under removal: KL {coherence_block['kl']:.4f} at the "
+        + (harmful.compliance.describe() if harmful.compliance else "–")
+        + f". Degenerate outputs under intervention: {degenerate}.",
+        f"Coherence on harmless prompts under removal: KL {coherence.kl:.4f} at the "
         "first response position; cross-entropy of the clean completions "
-        f"{coherence_block['baseline_cross_entropy']:.3f} → "
-        f"{coherence_block['intervention_cross_entropy']:.3f} nats/token "
-        f"({coherence_block['n_tokens']} tokens).",
+        f"{coherence.baseline_cross_entropy:.3f} → "
+        f"{coherence.intervention_cross_entropy:.3f} nats/token "
+        f"({coherence.n_tokens} tokens).",
         "",
         "## Every judge",
         "",
         "| judge | set | baseline refusal | with intervention |",
         "|---|---|---|---|",
     ]
-    for judge, blocks in evaluation["judges"].items():
-        for label, block in blocks.items():
+    for judge, blocks in evaluation.judges.items():
+        for label, rates in blocks.items():
             lines.append(
-                f"| {judge} | {names[label]} | {rate(block, 'baseline')} | "
-                f"{rate(block, 'intervention')} |"
+                f"| {judge} | {_NAMES[label]} | {rates.baseline.describe()} | "
+                f"{rates.intervention.describe()} |"
             )
-    for label in sets:
-        categories = evaluation[label]["per_category"]
+    for label, block in evaluation.sets.items():
+        categories = block.per_category or {}
         if len(categories) < 2:
             continue
         lines += [
             "",
-            f"## {names[label].capitalize()} prompts by category",
+            f"## {_NAMES[label].capitalize()} prompts by category",
             "",
             "| category | n | baseline refusal | with intervention |",
             "|---|---|---|---|",
         ]
         lines += [
-            f"| {category} | {block['n']} | {rate(block, 'baseline')} | "
-            f"{rate(block, 'intervention')} |"
-            for category, block in categories.items()
+            f"| {category} | {rates.n} | {rates.baseline.describe()} | "
+            f"{rates.intervention.describe()} |"
+            for category, rates in categories.items()
         ]
+    lines += ["", "## Top candidates", "", *_top_candidates(record)]
+    lines += _hard_case_lines(summary)
+    model = provenance["model"]
     lines += [
         "",
-        "## Top candidates",
+        f"Model: {model['spec']} ({model['class']}, {model['n_layers']} layers), "
+        f"{model['dtype']} on {model['device']}. Run time {summary.seconds} s.",
         "",
     ]
+    return "\n".join(lines)
+
+
+def _top_candidates(record: Mapping[str, Any]) -> list[str]:
+    """The ten best candidates of ``selection.json`` by its ranking, every score it records."""
     by_key = {(c["position"], c["layer"]): c for c in record["candidates"]}
     top = [by_key[(p, l)] for p, l in record["ranking"][:10]]
     columns = [k for k in top[0] if k not in ("position", "layer", "status")]
-    lines.append("| position | layer | " + " | ".join(columns) + " | status |")
+    lines = ["| position | layer | " + " | ".join(columns) + " | status |"]
     lines.append("|---|---|" + "---|" * len(columns) + "---|")
     for row in top:
         values = " | ".join(
@@ -174,115 +172,92 @@ def render_report(
             for c in columns
         )
         lines.append(f"| {row['position']} | {row['layer']} | {values} | {row['status']} |")
-    lines += _hard_case_lines(summary)
-    model = provenance["model"]
-    lines += [
-        "",
-        f"Model: {model['spec']} ({model['class']}, {model['n_layers']} layers), "
-        f"{model['dtype']} on {model['device']}. Run time {summary['seconds']} s.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
-def _diagnostics_lines(diagnostics: dict[str, Any] | None) -> list[str]:
-    if not diagnostics:
+def _diagnostics_lines(diagnostics: Diagnostics | None) -> list[str]:
+    if diagnostics is None:
         return []
-    lines = [f"The pick ranks {diagnostics['rank']} of {diagnostics['n_scored']} scored candidates "
+    lines = [f"The pick ranks {diagnostics.rank} of {diagnostics.n_scored} scored candidates "
              "by the method's criterion."]  # fmt: skip
     lines += [
-        f"{describe_removed(entry)} above it."
-        for entry in diagnostics["removed_above_pick"].values()
+        f"{describe_removed(entry.to_dict())} above it."
+        for entry in diagnostics.removed_above_pick.values()
     ]
-    if diagnostics.get("warning"):
-        lines.append(f"**Warning:** {diagnostics['warning']}.")
+    if diagnostics.warning:
+        lines.append(f"**Warning:** {diagnostics.warning}.")
     return [" ".join(lines)]
 
 
-def _stability_lines(stability: dict[str, Any] | None) -> list[str]:
-    if not stability:
+def _stability_lines(stability: Stability | None) -> list[str]:
+    if stability is None:
         return []
-    wins = ", ".join(
-        f"position {w['position']} layer {w['layer']}: {w['count']}" for w in stability["wins"]
-    )
+    wins = ", ".join(f"position {w.position} layer {w.layer}: {w.count}" for w in stability.wins)
     return [
-        f"Pick stability: the pick won {stability['pick_share']:.0%} of "
-        f"{stability['resamples']} bootstrap resamples of the train prompts (wins: {wins}"
-        + (f"; nothing selected: {stability['nothing_selected']}" if stability["nothing_selected"]
+        f"Pick stability: the pick won {stability.pick_share:.0%} of "
+        f"{stability.resamples} bootstrap resamples of the train prompts (wins: {wins}"
+        + (f"; nothing selected: {stability.nothing_selected}" if stability.nothing_selected
            else "") + ")."
     ]  # fmt: skip
 
 
-def _verdict_banner(verdict: dict[str, Any] | None) -> list[str]:
-    if not verdict:
-        return []
-    shown = ", ".join(f"{kind}: **{effect}**" for kind, effect in effects(verdict))
-    failed = "" if verdict["works"] else " — no working direction"
+def _verdict_banner(verdict: RunVerdict) -> list[str]:
+    shown = ", ".join(f"{kind}: **{effect}**" for kind, effect in verdict.effects())
+    failed = "" if verdict.works else " — no working direction"
     head = f"> **Verdict{failed}** ({shown})"
-    return [head, f"> {verdict['reason']}", ""]
+    return [head, f"> {verdict.reason}", ""]
 
 
-def adversarial_line(adversarial: dict[str, Any] | None) -> list[str]:
-    if not adversarial:
+def adversarial_line(adversarial: Adversarial | None) -> list[str]:
+    if adversarial is None:
         return []
     return [
-        f"Adversarial system prompt, condition {adversarial['condition']} (on the "
-        f"{' and '.join(adversarial['applied_to'])} prompts; test prompts evaluated without it): "
-        f"{adversarial['text']!r}",
+        f"Adversarial system prompt, condition {adversarial.condition} (on the "
+        f"{' and '.join(adversarial.applied_to)} prompts; test prompts evaluated without it): "
+        f"{adversarial.text!r}",
         "",
     ]
 
 
-def _sweep_rate(point: dict[str, Any], name: str, kind: str = "refusal_") -> str:
-    return format_rate(
-        point[f"{name}_{kind}rate"],
-        point[f"{name}_{kind}count"],
-        point[f"{name}_n"],
-        point[f"{name}_{kind}rate_ci95"],
-    )
-
-
-def _hard_case_lines(summary: dict[str, Any]) -> list[str]:
+def _hard_case_lines(summary: RunSummary) -> list[str]:
     """report.md sections for SPEC §5's settings: adversarial condition, stage 1, α sweep."""
-    lines = ["", *adversarial_line(summary.get("adversarial"))]
-    stage1 = summary.get("stage1")
-    if stage1:
-        pick = stage1["selection"]
+    lines = ["", *adversarial_line(summary.adversarial)]
+    weak = summary.weak
+    if weak is None:
+        return lines
+    stage1 = weak.stage1
+    if stage1 is not None:
+        pick = stage1.selection
         lines += [
             "## Stage 1: a weakly aligned model made from this one",
             "",
-            f"COSMIC-ACE picked position {pick['position']}, layer {pick['layer']} "
-            f"(KL {pick['kl']:.4f}); {stage1['intervention']} is active in everything below.",
+            f"COSMIC-ACE picked position {pick.position}, layer {pick.layer} "
+            f"(KL {pick.kl:.4f}); {stage1.intervention} is active in everything below.",
             "",
             "| test set | original model | after stage 1 |",
             "|---|---|---|",
         ]
         lines += [
-            f"| {label} | {format_block_rate(stage1[label], 'baseline_refusal')} | "
-            f"{format_block_rate(stage1[label], 'intervention_refusal')} |"
-            for label in ("harmful", "harmless")
+            f"| {label} | {block.baseline.describe()} | {block.intervention.describe()} |"
+            for label, block in stage1.sets.items()
         ]
         lines.append("")
-    sweep, weak = summary.get("alpha_sweep"), summary.get("weak_alignment")
-    if sweep and weak:
-        unsteered = weak["unsteered"]
+    setting = weak.weak_alignment
+    if weak.alpha_sweep:
         lines += [
-            f"## Steering toward refusal: ACE addition sweep ({weak['mode']})",
+            f"## Steering toward refusal: ACE addition sweep ({setting.mode})",
             "",
-            weak["statement"],
+            setting.statement,
             "",
             "| α | harmful refusal | harmless refusal | degenerate |",
             "|---|---|---|---|",
             "| unsteered | "
-            + " | ".join(
-                format_rate(u["rate"], u["count"], u["n"], u["ci95"])
-                for u in (unsteered["harmful"], unsteered["harmless"])
-            )
+            + " | ".join(setting.unsteered[label].describe() for label in ("harmful", "harmless"))
             + " | – |",
         ]
         lines += [
-            f"| {point['alpha']:g} | {_sweep_rate(point, 'harmful')} | "
-            f"{_sweep_rate(point, 'harmless')} | {_sweep_rate(point, 'degenerate', '')} |"
-            for point in sweep
+            f"| {point.alpha:g} | {point.harmful.describe()} | {point.harmless.describe()} | "
+            f"{point.degenerate.describe()} |"
+            for point in weak.alpha_sweep
         ]
     return lines
