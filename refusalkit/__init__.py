@@ -38,9 +38,9 @@ from refusalkit.interventions import (
     applied,
 )
 from refusalkit.models import ArchitectureOverride, ModelAdapter
-from refusalkit.pipeline import compare, run
 from refusalkit.prompts import Prompt, builtin_prompts, load_prompts, split_prompts
 from refusalkit.selection import CosmicSettings
+from refusalkit.workflows import compare, run
 
 __all__ = [
     "REFUSAL_PHRASES",

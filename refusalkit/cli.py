@@ -1,7 +1,7 @@
 """Command line: ``refusalkit run`` (the whole pipeline), ``compare``, ``report``, ``models`` and
 ``prepare``.
 
-A thin layer over :mod:`refusalkit.pipeline`. The ``run``/``compare`` options are generated from
+A thin layer over :mod:`refusalkit.workflows`. The ``run``/``compare`` options are generated from
 :class:`RunConfig`'s field metadata (flag, help, choices from each mode's ``Literal``), so an
 option and its setting cannot drift apart; ``--config FILE`` (TOML or JSON, a run directory's
 ``config.json`` included) gives the settings' defaults and options given on the command line
@@ -353,8 +353,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     validate(config)
     from refusalkit import progress
-    from refusalkit.pipeline import compare, run
     from refusalkit.report.markdown import render_comparison
+    from refusalkit.workflows import compare, run
 
     progress.set_enabled(not args.quiet)
     _configure_transformers(args.log_level, quiet=args.quiet)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from refusalkit.config import RunConfig
-from refusalkit.pipeline import run
+from refusalkit.workflows import run
 
 pytestmark = pytest.mark.embedded
 

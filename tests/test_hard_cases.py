@@ -9,7 +9,6 @@ import math
 import pytest
 import torch
 
-from refusalkit import pipeline
 from refusalkit.activations import encode_batches
 from refusalkit.config import RunConfig
 from refusalkit.directions import CandidateSet, compute_candidates, contrast_retained
@@ -19,7 +18,6 @@ from refusalkit.evaluation.suite import run_condition
 from refusalkit.evaluation.sweep import SweepPoint, assess
 from refusalkit.interventions import AffineEdit, addition, applied
 from refusalkit.models.loading import load_resolved
-from refusalkit.pipeline import adversarial_record, split_batches, split_chat
 from refusalkit.prompts.chat import ADVERSARIAL_SYSTEM_PROMPT, SystemPrompt, build_chat_format
 from refusalkit.prompts.datasets import Prompt, builtin_prompts, split_prompts
 from refusalkit.selection.cosmic import (
@@ -29,6 +27,9 @@ from refusalkit.selection.cosmic import (
     select,
 )
 from refusalkit.selection.engine import CosmicEngine
+from refusalkit.workflows import evaluate as evaluate_workflow
+from refusalkit.workflows import weak_alignment as weak_workflow
+from refusalkit.workflows.inputs import adversarial_record, split_batches, split_chat
 from tests.oracle import cosmic_oracle_pick, cosmic_oracle_scores
 from tests.test_cli import FINISHED, SMALL, _run
 from tests.tiny import make_adapter
@@ -242,7 +243,8 @@ def test_the_sweep_reuses_the_evaluations_alpha_one_completions_as_generated_afr
             harmless_runs.append(label)
         return run_condition(adapter, chat, label, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "run_condition", counting)
+    monkeypatch.setattr(evaluate_workflow, "run_condition", counting)
+    monkeypatch.setattr(weak_workflow, "run_condition", counting)
     out = tmp_path / "reuse"
     _succeeds(capsys, model_dir, out, "run", "--weak-alignment", "direct", "--alphas", "1,2")
     # Harmless prompts were generated baseline, evaluation (ACE α=1) and α=2 only.

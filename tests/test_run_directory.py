@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from refusalkit import pipeline
 from refusalkit.errors import RefusalkitError
 from refusalkit.models import registry
 from refusalkit.prompts.chat import build_chat_format
 from refusalkit.prompts.datasets import builtin_prompts
+from refusalkit.runs import provenance, stages
 from refusalkit.runs.directory import LOCK, MARKER, RunLock
+from refusalkit.workflows import evaluate as evaluate_workflow
 from tests.test_cli import FINISHED, SMALL, _run
 from tests.tiny import make_model, make_tokenizer
 
@@ -198,7 +199,7 @@ def test_two_runs_into_one_directory_one_wins_the_other_says_so(model_dir, tmp_p
     _one_line_error(2, loser, needle)
     summary = json.loads((out / "summary.json").read_text())
     config = json.loads((out / "config.json").read_text())
-    assert summary["config_sha256"] == pipeline._config_digest(config)
+    assert summary["config_sha256"] == provenance.config_digest(config)
 
 
 def test_a_lock_is_exclusive_and_a_dead_holders_lock_is_taken_over(tmp_path):
@@ -315,7 +316,7 @@ def test_a_report_failure_leaves_nothing_that_looks_finished(
     def disk_full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(out / "report.html"))
 
-    monkeypatch.setattr(pipeline, "write_html_report", disk_full)
+    monkeypatch.setattr(stages, "write_html_report", disk_full)
     code, _, err = _run(capsys, *_args(model_dir, out))
     _one_line_error(code, err, "No space left on device")
     assert "free some space, then re-run the same command" in err
@@ -361,16 +362,16 @@ def test_an_unwritable_parent_is_one_line(model_dir, tmp_path, capsys):
 
 def test_a_full_disk_mid_run_is_one_line_and_recorded(model_dir, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
-    real = pipeline.write_jsonl
+    real = evaluate_workflow.write_jsonl
 
     def full(path, rows):
         raise OSError(errno.ENOSPC, "No space left on device", str(path))
 
-    monkeypatch.setattr(pipeline, "write_jsonl", full)
+    monkeypatch.setattr(evaluate_workflow, "write_jsonl", full)
     code, _, err = _run(capsys, *_args(model_dir, out))
     _one_line_error(code, err, "No space left on device")
     assert json.loads((out / "status.json").read_text())["state"] == "failed"
-    monkeypatch.setattr(pipeline, "write_jsonl", real)
+    monkeypatch.setattr(evaluate_workflow, "write_jsonl", real)
     assert _run(capsys, *_args(model_dir, out))[0] in FINISHED
 
 

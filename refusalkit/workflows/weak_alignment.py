@@ -1,0 +1,215 @@
+"""Weakly aligned models (SPEC §5): the direct and two-stage procedures and the α sweep."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from refusalkit.directions import contrast_retained
+from refusalkit.evaluation.metrics import Rate
+from refusalkit.evaluation.suite import (
+    run_condition,
+    summarise,
+)
+from refusalkit.evaluation.sweep import (
+    NO_REFUSAL_LEAD,
+    STAGE2_NO_REFUSAL_LEAD,
+    SweepPoint,
+    assess,
+    sweep_point,
+)
+from refusalkit.evaluation.verdict import run_verdict
+from refusalkit.interventions import AffineEdit, addition, applied, removal
+from refusalkit.io import (
+    write_jsonl,
+)
+from refusalkit.runs import RunDirectory
+from refusalkit.workflows.evaluate import (
+    Baselines,
+    baseline_runs,
+    evaluate,
+    evaluation_settings,
+    test_sets,
+)
+from refusalkit.workflows.selectors import save_direction, selection_stage, summary_selection
+from refusalkit.workflows.session import Session, train_candidates
+
+# Weakly aligned models (SPEC §5) steer with ACE, as the COSMIC paper does: its α sweeps the
+# refusal component's value from the harmless mean (α=0) upward, whatever the activation was.
+WEAK_ALIGNMENT_STEERING = "ace"
+
+
+def weak_alignment(
+    session: Session, run_dir: RunDirectory, resuming: bool
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """SPEC §5, weakly aligned models. ``two-stage``: (1) select with COSMIC-ACE on the model as
+    it is and apply ACE α=0 — a model that refuses less, made the way the paper made its weakly
+    aligned models; (2) with that edit active throughout, recompute the candidates, select again
+    with ``L_low`` restricted to the second half of the layers, and sweep ACE addition over α.
+    ``direct`` skips stage 1. Returns the summary's parts and stage 2's selection record; the
+    ``evaluation`` block is that of the model being steered (after stage 1)."""
+    config = session.config
+    parts: dict[str, Any] = {}
+    stage1: AffineEdit | None = None
+    steered: Baselines | None = None
+    if config.weak_alignment == "two-stage":
+        stage1, parts["stage1"], steered = _weak_stage1(session, run_dir, resuming)
+    with applied(session.adapter, stage1):
+        run_dir.status("stage2-candidates", "running")
+        candidates = session.candidates
+        if stage1:  # the edited model's own candidates
+            path = run_dir.file("candidates-stage2.safetensors")
+            candidates = train_candidates(
+                config, session.chat, session.adapter, session.splits, path, resuming
+            )
+        # Stage-2 candidates before the stage-1 layer are dropped: the stage-1 edit would project
+        # their refusal component out again at its layer, undoing the steering.
+        stage2 = replace(
+            session,
+            config=replace(
+                config,
+                steering=WEAK_ALIGNMENT_STEERING,
+                l_low_second_half=True,
+                min_layer=stage1.layer if stage1 else config.min_layer,
+            ),
+            candidates=candidates,
+        )
+        run_dir.status("stage2-selection", "running")
+        record = selection_stage(
+            stage2, run_dir, "selection.json", "cosmic", WEAK_ALIGNMENT_STEERING, resuming
+        )
+        save_direction(run_dir.file("direction.safetensors"), stage2, record)
+        run_dir.status("evaluation", "running")
+        if steered is None:
+            baselines = baseline_runs(stage2)
+        else:  # stage 1 ran the edited model on harmful and harmless prompts already
+            baselines = steered
+            baselines.runs.update(baseline_runs(stage2, ("over_refusal",)).runs)
+        result = evaluate(stage2, record, baselines)
+        run_dir.status("alpha-sweep", "running")
+        points, sweep_rows = _alpha_sweep(stage2, record, result.rows)
+    write_jsonl(run_dir.file("completions.jsonl"), result.rows + sweep_rows)
+    unsteered = {
+        label: Rate(
+            result.block[label]["baseline_refusal_count"], result.block[label]["baseline_judged"]
+        )
+        for label in ("harmful", "harmless")
+    }
+    what = (
+        f"ACE addition of the {'stage-2' if stage1 else 'selected'} direction (position "
+        f"{record['position']}, layer {record['layer']})"
+    )
+    contrast = (
+        contrast_retained(session.candidates, candidates, record["position"], record["layer"])
+        if stage1
+        else None
+    )
+    lead = STAGE2_NO_REFUSAL_LEAD if stage1 else NO_REFUSAL_LEAD
+    verdict = assess(unsteered["harmful"], unsteered["harmless"], points, what, lead=lead)
+    if contrast and not verdict.steerable:
+        verdict = replace(verdict, statement=f"{verdict.statement} {contrast_sentence(contrast)}")
+    parts.update(
+        {
+            "verdict": run_verdict(result.rows),
+            "selection": summary_selection(record),
+            "evaluation": result.block,
+            "alpha_sweep": [point.as_dict() for point in points],
+            "weak_alignment": {
+                "mode": config.weak_alignment,
+                "steering": WEAK_ALIGNMENT_STEERING,
+                "l_low": record["l_low"],
+                "l_low_note": record["l_low_note"],
+                "unsteered": {
+                    label: {
+                        "rate": rate.value,
+                        "count": rate.count,
+                        "n": rate.n,
+                        "ci95": list(rate.ci95),
+                    }
+                    for label, rate in unsteered.items()
+                },
+                **verdict.as_dict(),
+                **({"stage2_contrast": contrast} if contrast else {}),
+            },
+        }
+    )
+    return parts, record
+
+
+def contrast_sentence(contrast: dict[str, Any]) -> str:
+    """The two-stage finding's explanation in numbers: how much harmful−harmless difference the
+    stage-1 edit left where stage 2 picked its direction."""
+    ratio, cosine = contrast["norm_ratio"], contrast["cosine"]
+    where = f"position {contrast['position']}, layer {contrast['layer']}"
+    if ratio is None:
+        return f"The original model has no harmful−harmless difference at {where}."
+    angle = f", cosine {cosine:.2f} with it" if cosine is not None else ""
+    return (
+        f"With stage 1 active, the harmful−harmless difference at the stage-2 pick ({where}) "
+        f"has {ratio:.2f} of the original model's norm there{angle}: stage 2 draws its direction "
+        "from what the stage-1 edit left of that contrast."
+    )
+
+
+def _weak_stage1(
+    session: Session, run_dir: RunDirectory, resuming: bool
+) -> tuple[AffineEdit, dict[str, Any], Baselines]:
+    """Select with COSMIC-ACE and return the ACE α=0 edit, what it did to the harmful and
+    harmless test prompts, and the edited model's completions (the baselines of stage 2)."""
+    run_dir.status("stage1-selection", "running")
+    record = selection_stage(
+        session, run_dir, "stage1-selection.json", "cosmic", WEAK_ALIGNMENT_STEERING, resuming
+    )
+    save_direction(run_dir.file("stage1-direction.safetensors"), session, record)
+    edit = removal(session.candidates, WEAK_ALIGNMENT_STEERING, record["position"], record["layer"])
+    assert isinstance(edit, AffineEdit)
+    run_dir.status("stage1-evaluation", "running")
+    labels = ("harmful", "harmless")
+    original = baseline_runs(session, labels)
+    with applied(session.adapter, edit):
+        edited = baseline_runs(session, labels)
+    # The edited model's completions are stage 1's "intervention" rows.
+    as_intervention = [
+        {**row, "condition": "intervention", "intervention": edit.describe()} for row in edited.rows
+    ]
+    rows = original.rows + as_intervention
+    write_jsonl(run_dir.file("completions-stage1.jsonl"), rows)
+    block = summarise(rows, session.panel)
+    stage1 = {
+        "selection": summary_selection(record),
+        "intervention": edit.describe(),
+        **{label: block[label] for label in labels},
+        "judge": block["judge"],
+    }
+    return edit, stage1, edited
+
+
+def _alpha_sweep(
+    session: Session,
+    record: dict[str, Any],
+    evaluated: Sequence[dict[str, Any]],
+) -> tuple[list[SweepPoint], list[dict[str, Any]]]:
+    """ACE addition at each α on the harmful and harmless test prompts (rows carry ``alpha``).
+    A test set the evaluation already ran under the same intervention (the same record's direction,
+    so the same description: harmless prompts at α=1) is taken from ``evaluated``, not generated
+    again."""
+    points, all_rows = [], []
+    for alpha in session.config.alphas:
+        steer = addition(
+            session.candidates, WEAK_ALIGNMENT_STEERING, record["position"], record["layer"], alpha
+        )
+        rows = []
+        for label in ("harmful", "harmless"):
+            done = [
+                r for r in evaluated if r["set"] == label and r["intervention"] == steer.describe()
+            ]
+            if not done:
+                done = run_condition(
+                    session.adapter, session.chat, label, test_sets(session)[label], steer,
+                    evaluation_settings(session.config), session.panel,
+                ).rows  # fmt: skip
+            rows += [{**row, "condition": "alpha_sweep", "alpha": alpha} for row in done]
+        points.append(sweep_point(alpha, rows))
+        all_rows += rows
+    return points, all_rows
