@@ -155,7 +155,9 @@ def packed_chunks(
     prompts = _real_tokens(batches)
     prefix = shared_prefix_length([ids for _, ids in prompts])
     device = batches[0].input_ids.device
-    chunks, current, used = [], [], prefix
+    chunks: list[Chunk] = []
+    current: list[tuple[int, list[int]]] = []
+    used = prefix
     for index, ids in prompts:
         own = len(ids) - prefix
         if current and used + own > max_tokens:
@@ -358,7 +360,7 @@ def forward(
     if sparse_last_block:
         if logits:
             last_block = adapter.n_layers - 1
-            taken = (
+            taken: torch.Tensor | None = (
                 columns
                 if columns is not None
                 else torch.tensor([-1], device=batch.input_ids.device)
@@ -378,7 +380,7 @@ def forward(
                 output = call_model(adapter.model, batch, 1 if columns is None else columns)
                 if logits and columns is None:
                     last_logits = output.logits[:, -1, :].float()
-                elif logits:
+                elif logits and columns is not None:
                     column_logits = _logits_at(output.logits, columns, batch.input_ids.shape[1])
             except _StopForward:
                 pass

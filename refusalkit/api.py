@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from refusalkit.activations import EncodedBatch, encode_batches
+from refusalkit.config import Steering
 from refusalkit.directions import CandidateSet, compute_candidates
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.generation import generate as generate_completions
@@ -311,7 +312,7 @@ def select_cosmic(
     harmful_val: Sequence[str | Prompt],
     harmless_val: Sequence[str | Prompt],
     *,
-    steering: str = "lce",
+    steering: Steering = "lce",
     system: str = "none",
     batch_size: int = DEFAULT_BATCH_SIZE,
     settings: CosmicSettings | None = None,

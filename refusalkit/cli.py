@@ -216,8 +216,7 @@ def _default_out(model: str) -> Path:
     return Path("refusalkit-runs") / f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}"
 
 
-def _print_summary(summary: dict[str, Any], out: Path) -> None:
-    record = RunSummary.from_dict(summary)
+def _print_summary(record: RunSummary, out: Path) -> None:
     selection, evaluation = record.selection, record.evaluation
     lines = [
         f"{selection.method.replace('cosmic', 'COSMIC')}-{selection.steering.upper()} "
@@ -362,7 +361,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "compare":
         comparison = compare(config, out, force=args.force)
         print(render_comparison(comparison), f"run directory: {out}", sep="\n")  # noqa: T201
-        working = comparison["working_methods"]
+        working = comparison.working_methods
         print(  # noqa: T201
             "VERDICT: "
             + (
@@ -374,7 +373,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return ExitCode.OK if working else ExitCode.NO_WORKING_DIRECTION
     summary = run(config, out, force=args.force)
     _print_summary(summary, out)
-    return ExitCode.OK if summary["verdict"]["works"] else ExitCode.NO_WORKING_DIRECTION
+    return ExitCode.OK if summary.verdict.works else ExitCode.NO_WORKING_DIRECTION
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ def track(items: Iterable[T], description: str, total: int | None = None) -> Ite
                     dynamic_ncols=True)  # fmt: skip
 
 
-def bar(description: str, total: int) -> tqdm:  # type: ignore[type-arg]
+def bar(description: str, total: int) -> tqdm:
     return tqdm(
         desc=description, total=total, disable=not _enabled, leave=False, dynamic_ncols=True
     )

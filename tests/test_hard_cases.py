@@ -136,8 +136,8 @@ def test_the_adversarial_prompt_reaches_exactly_its_splits(qwen, condition, with
     if condition == "none":
         assert record is None
     else:
-        assert record is not None and record["applied_to"] == sorted(with_prompt)
-        assert record["condition"] == ("A" if condition == "val" else "B")
+        assert record is not None and record.applied_to == sorted(with_prompt)
+        assert record.condition == ("A" if condition == "val" else "B")
 
 
 def test_adversarial_runs_record_the_condition_and_condition_b_changes_the_candidates(

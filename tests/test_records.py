@@ -1,5 +1,5 @@
 """The typed records of summary.json and comparison.json: reading and writing give back the files
-byte for byte (with ``schema_version`` added), rates carry Wilson intervals, and the parts a run
+byte for byte (with ``schema_version`` added last), rates carry Wilson intervals, and the parts a run
 may lack are absent, not guessed."""
 
 from __future__ import annotations
@@ -225,7 +225,7 @@ def comparison() -> dict[str, Any]:
 
 
 def versioned(data: dict[str, Any]) -> str:
-    return json.dumps({"schema_version": SCHEMA_VERSION, **data})
+    return json.dumps({**data, "schema_version": SCHEMA_VERSION})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,12 +258,12 @@ def test_comparison_round_trip_is_byte_identical():
     assert selected == ["cosmic-lce", "cosmic-ace", "refusal-score-ace"]
 
 
-def test_to_dict_equals_the_input_with_the_schema_version_first():
+def test_to_dict_equals_the_input_with_the_schema_version_last():
     for data, record in ((summary(), RunSummary.from_dict(summary())),
                          (comparison(), Comparison.from_dict(comparison()))):  # fmt: skip
         written = record.to_dict()
-        assert next(iter(written)) == "schema_version" and written["schema_version"] == 1
-        assert list(written)[1:3] == list(data)[:2]  # the verdict (or methods) stays up front
+        assert list(written)[-1] == "schema_version" and written["schema_version"] == 1
+        assert list(written)[:2] == list(data)[:2]  # the verdict (or methods) stays up front
         assert json.loads(json.dumps(written))["model"] == data["model"]
 
 

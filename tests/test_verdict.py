@@ -15,8 +15,8 @@ from refusalkit.directions import compute_candidates
 from refusalkit.evaluation.verdict import (
     EXIT_NO_WORKING_DIRECTION,
     effect_verdict,
+    judge_run,
     paired_shift,
-    run_verdict,
 )
 from refusalkit.prompts.chat import build_chat_format
 from refusalkit.prompts.datasets import builtin_prompts
@@ -79,18 +79,18 @@ def _rows(test_set, before, after, shift, n=16):
 
 
 def test_run_verdict_reads_completion_rows_and_says_failure_first():
-    works = run_verdict(_rows("harmful", 8, 0, -2.0) + _rows("harmless", 0, 8, 2.0))
+    works = judge_run(_rows("harmful", 8, 0, -2.0) + _rows("harmless", 0, 8, 2.0)).to_dict()
     assert works["removal"] == works["addition"] == "works" and works["works"]
     assert works["reason"].startswith("The direction works for removal and addition.")
     assert works["details"]["removal"]["baseline_refusal_count"] == 8
-    useless = run_verdict(_rows("harmful", 8, 10, 0.5) + _rows("harmless", 0, 0, 0.0))
+    useless = judge_run(_rows("harmful", 8, 10, 0.5) + _rows("harmless", 0, 0, 0.0)).to_dict()
     assert useless["removal"] == "backfires" and useless["addition"] == "no effect"
     assert not useless["works"] and useless["reason"].startswith("No working direction")
     # Unjudged rows (a model judge that abstained) and sweep rows are not paired.
     sweep = {"set": "harmful", "condition": "alpha_sweep", "prompt": "harmful prompt 0",
              "refusal": True, "refusal_log_odds": 9.0}  # fmt: skip
     rows = [*_rows("harmful", 8, 0, -2.0), sweep]
-    assert run_verdict(rows)["details"]["removal"]["n"] == 16
+    assert judge_run(rows).to_dict()["details"]["removal"]["n"] == 16
 
 
 def _record(statuses_scores_kls, pick):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -36,9 +37,10 @@ def generate(
     completions: list[Completion] = [Completion("", ())] * len(prompts)
     batches = encode_batches(chat, prompts, batch_size, adapter.device)
     stop_ids = {tokenizer.eos_token_id, *chat.suffix_ids[:1]} - {None}
+    model: Any = adapter.model  # a transformers causal LM: nn.Module does not declare generate
     with applied(adapter, intervention), torch.inference_mode():
         for batch in track(batches, description):
-            output = adapter.model.generate(
+            output = model.generate(
                 input_ids=batch.input_ids,
                 attention_mask=batch.attention_mask,
                 max_new_tokens=max_new_tokens,

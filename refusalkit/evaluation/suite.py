@@ -30,6 +30,7 @@ from refusalkit.prompts.datasets import Prompt
 from refusalkit.runs.records import (
     CONDITIONS,
     TEST_SETS,
+    Coherence,
     DegenerateRate,
     DegenerateRates,
     JudgedEvaluation,
@@ -161,7 +162,7 @@ def coherence(
     chat: ChatFormat,
     clean_harmless: ConditionRun,
     removal: Intervention,
-) -> dict[str, Any]:
+) -> Coherence:
     """KL at the first response position and cross-entropy of the clean completions, clean vs.
     under removal, on the harmless test prompts."""
     changed = teacher_forced(
@@ -174,16 +175,16 @@ def coherence(
     )
     kl = first_position_kl(clean_harmless.scores, changed)
     baseline_ce, intervention_ce = clean_harmless.scores.cross_entropy(), changed.cross_entropy()
-    return {
-        "intervention": removal.describe(),
-        "n_prompts": len(clean_harmless.prompts),
-        "n_tokens": int(changed.n_tokens.sum()),
-        "kl": float(kl.mean()),
-        "kl_max": float(kl.max()),
-        "baseline_cross_entropy": baseline_ce,
-        "intervention_cross_entropy": intervention_ce,
-        "cross_entropy_increase": intervention_ce - baseline_ce,
-    }
+    return Coherence(
+        n_tokens=int(changed.n_tokens.sum()),
+        kl=float(kl.mean()),
+        baseline_cross_entropy=baseline_ce,
+        intervention_cross_entropy=intervention_ce,
+        intervention=removal.describe(),
+        n_prompts=len(clean_harmless.prompts),
+        kl_max=float(kl.max()),
+        cross_entropy_increase=intervention_ce - baseline_ce,
+    )
 
 
 def _rate(rows: Sequence[dict[str, Any]], verdict: Any) -> Rate:
@@ -205,11 +206,6 @@ def refusal_rates(rows: Sequence[dict[str, Any]], judge: str | None = None) -> R
     n = len(_condition(rows, "baseline"))
     baseline, intervention = (_rate(_condition(rows, c), verdict) for c in CONDITIONS)
     return RateBlock(n, baseline, intervention)
-
-
-def rate_block(rows: Sequence[dict[str, Any]], judge: str | None = None) -> dict[str, Any]:
-    """:func:`refusal_rates` as written in ``summary.json``."""
-    return refusal_rates(rows, judge).to_dict()
 
 
 def compliance(rows: Sequence[dict[str, Any]]) -> Rate:
@@ -264,9 +260,3 @@ def judged_evaluation(rows: Sequence[dict[str, Any]], panel: JudgePanel) -> Judg
         panel.describe(),
         _rate(_condition(rows, "intervention"), lambda r: r["degenerate"]),
     )
-
-
-def summarise(rows: Sequence[dict[str, Any]], panel: JudgePanel) -> dict[str, Any]:
-    """The ``evaluation`` block of ``summary.json`` from every completion row (before the
-    interventions and the coherence are added): :func:`judged_evaluation` as written."""
-    return judged_evaluation(rows, panel).to_dict()

@@ -55,15 +55,6 @@ class SweepVerdict:
     harmful_monotonic: bool  # harmful refusal never falls as α grows
     statement: str
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "steerable": self.steerable,
-            "best_alpha": self.best_alpha,
-            "harmful_monotonic": self.harmful_monotonic,
-            "min_rise": MIN_RISE,
-            "statement": self.statement,
-        }
-
 
 def _raises_refusal(point: SweepPoint, unsteered: Rate, min_rise: float) -> bool:
     return (

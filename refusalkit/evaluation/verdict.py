@@ -151,8 +151,3 @@ def judge_run(rows: Sequence[Mapping[str, Any]]) -> RunVerdict:
         else "No working direction: the selected direction neither removes nor induces refusal."
     )
     return RunVerdict(verdicts, " ".join([lead, *(f"{v.reason}." for v in verdicts.values())]))
-
-
-def run_verdict(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """``summary.json``'s ``verdict`` (:func:`judge_run` as written)."""
-    return judge_run(rows).to_dict()

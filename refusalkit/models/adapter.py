@@ -62,7 +62,7 @@ class ModelAdapter:
 
 
 def text_config(model: nn.Module) -> Any:
-    config = model.config  # type: ignore[union-attr]
+    config = model.config
     getter = getattr(config, "get_text_config", None)
     return getter() if callable(getter) else config
 
@@ -101,7 +101,7 @@ def find_decoder_layers(model: nn.Module, override: str | None = None) -> tuple[
         )
     # The shallowest list is the decoder stack; deeper ones are e.g. experts inside a block.
     name, module = min(candidates, key=lambda item: (item[0].count("."), item[0]))
-    return name, module  # type: ignore[return-value]
+    return name, module
 
 
 def _find_child(

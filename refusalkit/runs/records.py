@@ -224,8 +224,8 @@ class Coherence:
 
 @dataclass(frozen=True)
 class JudgedEvaluation:
-    """What the judged completions of a run give (``suite.summarise``): per test set, per judge,
-    and the degenerate outputs over every intervention completion."""
+    """What the judged completions of a run give (``suite.judged_evaluation``): per test set,
+    per judge, and the degenerate outputs over every intervention completion."""
 
     sets: dict[str, SetEvaluation]  # in TEST_SETS order, the sets that were evaluated
     judge: str  # the headline judge
@@ -790,8 +790,9 @@ class RunSummary:
     seconds: float
 
     def to_dict(self) -> Json:
-        out: Json = {"schema_version": SCHEMA_VERSION, "model": self.model}
-        out["verdict"] = self.verdict.to_dict()
+        # The verdict is said first (issue 12's contract: model, then verdict); the schema
+        # version closes the file.
+        out: Json = {"model": self.model, "verdict": self.verdict.to_dict()}
         if self.weak is not None and self.weak.stage1 is not None:
             out["stage1"] = self.weak.stage1.to_dict()  # the pipeline writes it ahead
         out["selection"] = self.selection.to_dict()
@@ -802,6 +803,7 @@ class RunSummary:
         out["adversarial"] = self.adversarial.to_dict() if self.adversarial else None
         out["config_sha256"] = self.config_sha256
         out["seconds"] = self.seconds
+        out["schema_version"] = SCHEMA_VERSION
         return out
 
     @classmethod
@@ -948,13 +950,13 @@ class Comparison:
 
     def to_dict(self) -> Json:
         return {
-            "schema_version": SCHEMA_VERSION,
             "model": self.model,
             "working_methods": list(self.working_methods),
             "rows": [row.to_dict() for row in self.rows],
             "adversarial": self.adversarial.to_dict() if self.adversarial else None,
             "judge": self.judge,
             "seconds": self.seconds,
+            "schema_version": SCHEMA_VERSION,
         }
 
     @classmethod

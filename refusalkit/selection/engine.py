@@ -450,7 +450,7 @@ def fill_scores(
     target: torch.Tensor,
     groups: Sequence[Sequence[Candidate]],
     scorer: Scorer,
-    progress: tqdm,  # type: ignore[type-arg]
+    progress: tqdm,
 ) -> None:
     """``target[p, l]`` for every candidate in ``groups``, one ``scorer`` call per group."""
     for group in groups:

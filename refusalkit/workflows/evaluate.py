@@ -15,8 +15,8 @@ from refusalkit.evaluation.suite import (
     ConditionRun,
     EvaluationSettings,
     coherence,
+    judged_evaluation,
     run_condition,
-    summarise,
 )
 from refusalkit.interventions import addition, removal
 from refusalkit.io import (
@@ -29,6 +29,7 @@ from refusalkit.prompts.datasets import (
     Prompt,
 )
 from refusalkit.runs import RunDirectory
+from refusalkit.runs.records import Evaluation, RunVerdict, SelectionSummary, WeakAlignmentRun
 from refusalkit.workflows.session import Session
 
 
@@ -78,7 +79,20 @@ def baseline_runs(session: Session, labels: Sequence[str] = TEST_SETS) -> Baseli
 @dataclass
 class EvaluationResult:
     rows: list[dict[str, Any]]
-    block: dict[str, Any]  # the ``evaluation`` block of summary.json
+    evaluation: Evaluation
+
+
+@dataclass
+class RunOutcome:
+    """What a run's workflow hands to its summary: the pick (``record`` is ``selection.json``'s
+    full content, for the report's tables), its evaluation and verdict, and the weak-alignment
+    additions where that workflow ran."""
+
+    record: dict[str, Any]
+    selection: SelectionSummary
+    evaluation: Evaluation
+    verdict: RunVerdict
+    weak: WeakAlignmentRun | None = None
 
 
 def evaluate(session: Session, record: dict[str, Any], baselines: Baselines) -> EvaluationResult:
@@ -99,26 +113,29 @@ def evaluate(session: Session, record: dict[str, Any], baselines: Baselines) -> 
             evaluation_settings(session.config),
             session.panel,
         ).rows
-    block = summarise(rows, session.panel)
-    block["interventions"] = {
-        label: interventions[label].describe() for label in test_sets(session)
-    }
-    block["coherence"] = coherence(
-        session.adapter, session.chat, baselines.runs["harmless"], remove
+    judged = judged_evaluation(rows, session.panel)
+    evaluation = Evaluation(
+        judged.sets,
+        judged.judge,
+        judged.judges,
+        judged.judge_settings,
+        judged.degenerate,
+        {label: interventions[label].describe() for label in test_sets(session)},
+        coherence(session.adapter, session.chat, baselines.runs["harmless"], remove),
     )
-    return EvaluationResult(rows, block)
+    return EvaluationResult(rows, evaluation)
 
 
 def evaluation_stage(
     session: Session, run_dir: RunDirectory, record: dict[str, Any], resuming: bool
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+) -> EvaluationResult:
     """The evaluation block and its completion rows; a resumed run whose evaluation finished
     (``evaluation.json``, written after ``completions.jsonl``) reuses them instead of generating
     every completion again."""
     path, completions = run_dir.file("evaluation.json"), run_dir.file("completions.jsonl")
     if resuming and path.exists() and completions.exists():
-        return dict(read_json(path)), read_jsonl(completions)
+        return EvaluationResult(read_jsonl(completions), Evaluation.from_dict(read_json(path)))
     result = evaluate(session, record, baseline_runs(session))
     write_jsonl(completions, result.rows)
-    write_json(path, result.block)
-    return result.block, result.rows
+    write_json(path, result.evaluation.to_dict())
+    return result

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, replace
-from typing import Any
 
 from refusalkit.activations import EncodedBatch, encode_batches
 from refusalkit.config import (
@@ -28,6 +27,7 @@ from refusalkit.prompts.datasets import (
     remove_overlap,
     split_prompts,
 )
+from refusalkit.runs.records import Adversarial
 
 
 def load_over_refusal(config: RunConfig) -> tuple[list[Prompt], PromptSource | None]:
@@ -102,16 +102,16 @@ def split_systems(config: RunConfig) -> dict[str, SystemPrompt]:
     return {split: adversarial for split in splits}
 
 
-def adversarial_record(config: RunConfig) -> dict[str, Any] | None:
+def adversarial_record(config: RunConfig) -> Adversarial | None:
     """What ``summary.json``/``comparison.json`` record about the adversarial condition."""
     if config.adversarial_prompt == "none":
         return None
-    return {
-        "condition": "A" if config.adversarial_prompt == "val" else "B",
-        "applied_to": sorted(split_systems(config)),
-        "text": config.adversarial_text,
-        "test_prompts": "evaluated without it",
-    }
+    return Adversarial(
+        condition="A" if config.adversarial_prompt == "val" else "B",
+        applied_to=sorted(split_systems(config)),
+        text=config.adversarial_text,
+        test_prompts="evaluated without it",
+    )
 
 
 @dataclass

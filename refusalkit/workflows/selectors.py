@@ -33,24 +33,6 @@ from refusalkit.workflows.session import Session, cosmic_settings
 SUBSTRING_SELECTION_TOKENS = 8
 
 
-SUMMARY_SELECTION_KEYS = (
-    "method",
-    "steering",
-    "position",
-    "layer",
-    "score",
-    "kl",
-    "n_candidates",
-    "n_kept",
-    "n_kl_evaluated",
-    "s_comply",
-    "s_refuse",
-    "bypass",
-    "induce",
-    "diagnostics",
-)
-
-
 def _cosmic_record(session: Session, steering: Steering) -> dict[str, Any]:
     pick = run_cosmic(
         session.adapter,
@@ -208,12 +190,13 @@ def save_direction(path: Path, session: Session, record: dict[str, Any]) -> None
     direction.save(path, steering=record["steering"], method=record["method"])
 
 
-def summary_selection(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: record[k] for k in SUMMARY_SELECTION_KEYS if k in record}
-
-
 def selection_stage(
-    session: Session, run_dir: RunDirectory, name: str, selector: str, steering: str, resuming: bool
+    session: Session,
+    run_dir: RunDirectory,
+    name: str,
+    selector: Selector,
+    steering: Steering,
+    resuming: bool,
 ) -> dict[str, Any]:
     path = run_dir.file(name)
     if resuming and path.exists():

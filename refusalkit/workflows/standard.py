@@ -4,13 +4,14 @@ directory."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from refusalkit.config import (
     RunConfig,
 )
-from refusalkit.evaluation.verdict import run_verdict
+from refusalkit.evaluation.verdict import judge_run
 from refusalkit.io import (
     read_json,
     write_json,
@@ -19,65 +20,64 @@ from refusalkit.io import (
 from refusalkit.report.markdown import render_report
 from refusalkit.runs import RunDirectory
 from refusalkit.runs.provenance import config_digest
-from refusalkit.runs.stages import finish
+from refusalkit.runs.records import RunSummary, SelectionSummary, Stability
+from refusalkit.runs.stages import Stages, finish, tracked
 from refusalkit.selection.stability import per_prompt_activations, pick_stability
-from refusalkit.workflows.evaluate import evaluation_stage
+from refusalkit.workflows.evaluate import RunOutcome, evaluation_stage
 from refusalkit.workflows.inputs import adversarial_record
-from refusalkit.workflows.selectors import save_direction, selection_stage, summary_selection
+from refusalkit.workflows.selectors import save_direction, selection_stage
 from refusalkit.workflows.session import Session, cosmic_settings, open_session, start_run
 from refusalkit.workflows.weak_alignment import weak_alignment
 
 
-def run(config: RunConfig, out: Path, *, force: bool = False) -> dict[str, Any]:
-    """Run the whole pipeline (COSMIC by default) and return ``summary.json``'s content."""
+def run(config: RunConfig, out: Path, *, force: bool = False) -> RunSummary:
+    """Run the whole workflow (COSMIC by default) into ``out``; returns ``summary.json``'s
+    record."""
     started = time.time()
     run_dir, resolved, inputs, resuming = start_run(config, out, force, "run")
-    stage = "load"
-    with run_dir:
-        try:
-            run_dir.status(stage, "running")
-            session = open_session(config, run_dir, resolved, inputs, resuming)
-            if config.weak_alignment != "none":
-                stage = "weak-alignment"
-                summary, record = weak_alignment(session, run_dir, resuming)
-            else:
-                stage = "selection"
-                run_dir.status(stage, "running")
-                record = selection_stage(
-                    session, run_dir, "selection.json", config.selector, config.steering, resuming
-                )
-                save_direction(run_dir.file("direction.safetensors"), session, record)
-                selection = summary_selection(record)
-                if config.stability:
-                    stage = "stability"
-                    run_dir.status(stage, "running")
-                    selection["stability"] = _stability_stage(session, run_dir, record, resuming)
-                stage = "evaluation"
-                run_dir.status(stage, "running")
-                block, rows = evaluation_stage(session, run_dir, record, resuming)
-                summary = {
-                    "verdict": run_verdict(rows),
-                    "selection": selection,
-                    "evaluation": block,
-                }
-            summary = {
-                "model": config.model,
-                "verdict": summary.pop("verdict"),
-                **summary,
-                "adversarial": adversarial_record(config),
-                "config_sha256": config_digest(config.as_dict()),
-                "seconds": round(time.time() - started, 1),
-            }
-            stage = "report"
-            run_dir.status(stage, "running")
-            write_text(
-                run_dir.file("report.md"), render_report(summary, session.provenance, record)
-            )
-            finish(run_dir, "summary.json", summary)
-            return summary
-        except BaseException as error:
-            run_dir.status(stage, "failed", f"{type(error).__name__}: {error}")
-            raise
+    with tracked(run_dir) as stages:
+        session = open_session(config, run_dir, resolved, inputs, resuming)
+        if config.weak_alignment != "none":
+            stages.enter("weak-alignment")
+            outcome = weak_alignment(session, run_dir, resuming)
+        else:
+            outcome = _select_and_evaluate(session, run_dir, stages, resuming)
+        summary = RunSummary(
+            model=config.model,
+            verdict=outcome.verdict,
+            selection=outcome.selection,
+            evaluation=outcome.evaluation,
+            weak=outcome.weak,
+            adversarial=adversarial_record(config),
+            config_sha256=config_digest(config.as_dict()),
+            seconds=round(time.time() - started, 1),
+        )
+        stages.enter("report")
+        write_text(
+            run_dir.file("report.md"), render_report(summary, session.provenance, outcome.record)
+        )
+        finish(run_dir, "summary.json", summary.to_dict())
+        return summary
+
+
+def _select_and_evaluate(
+    session: Session, run_dir: RunDirectory, stages: Stages, resuming: bool
+) -> RunOutcome:
+    """The standard run: select, save the direction, (``--stability``) resample, evaluate."""
+    config = session.config
+    stages.enter("selection")
+    record = selection_stage(
+        session, run_dir, "selection.json", config.selector, config.steering, resuming
+    )
+    save_direction(run_dir.file("direction.safetensors"), session, record)
+    selection = SelectionSummary.from_dict(record)
+    if config.stability:
+        stages.enter("stability")
+        stability = _stability_stage(session, run_dir, record, resuming)
+        selection = replace(selection, stability=Stability.from_dict(stability))
+    stages.enter("evaluation")
+    result = evaluation_stage(session, run_dir, record, resuming)
+    return RunOutcome(record, selection, result.evaluation, judge_run(result.rows))
 
 
 STABILITY_SHOWN = 5

@@ -6,55 +6,62 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
+from refusalkit.config import Steering
 from refusalkit.directions import contrast_retained
-from refusalkit.evaluation.metrics import Rate
 from refusalkit.evaluation.suite import (
+    judged_evaluation,
     run_condition,
-    summarise,
 )
 from refusalkit.evaluation.sweep import (
+    MIN_RISE,
     NO_REFUSAL_LEAD,
     STAGE2_NO_REFUSAL_LEAD,
     SweepPoint,
     assess,
     sweep_point,
 )
-from refusalkit.evaluation.verdict import run_verdict
+from refusalkit.evaluation.verdict import judge_run
 from refusalkit.interventions import AffineEdit, addition, applied, removal
 from refusalkit.io import (
     write_jsonl,
 )
 from refusalkit.runs import RunDirectory
+from refusalkit.runs.records import (
+    SelectionSummary,
+    Stage1,
+    StageContrast,
+    WeakAlignment,
+    WeakAlignmentRun,
+)
 from refusalkit.workflows.evaluate import (
     Baselines,
+    RunOutcome,
     baseline_runs,
     evaluate,
     evaluation_settings,
     test_sets,
 )
-from refusalkit.workflows.selectors import save_direction, selection_stage, summary_selection
+from refusalkit.workflows.selectors import save_direction, selection_stage
 from refusalkit.workflows.session import Session, train_candidates
 
 # Weakly aligned models (SPEC §5) steer with ACE, as the COSMIC paper does: its α sweeps the
 # refusal component's value from the harmless mean (α=0) upward, whatever the activation was.
-WEAK_ALIGNMENT_STEERING = "ace"
+WEAK_ALIGNMENT_STEERING: Steering = "ace"
 
 
-def weak_alignment(
-    session: Session, run_dir: RunDirectory, resuming: bool
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def weak_alignment(session: Session, run_dir: RunDirectory, resuming: bool) -> RunOutcome:
     """SPEC §5, weakly aligned models. ``two-stage``: (1) select with COSMIC-ACE on the model as
     it is and apply ACE α=0 — a model that refuses less, made the way the paper made its weakly
     aligned models; (2) with that edit active throughout, recompute the candidates, select again
     with ``L_low`` restricted to the second half of the layers, and sweep ACE addition over α.
-    ``direct`` skips stage 1. Returns the summary's parts and stage 2's selection record; the
-    ``evaluation`` block is that of the model being steered (after stage 1)."""
+    ``direct`` skips stage 1. The evaluation is that of the model being steered (after stage 1),
+    the record stage 2's selection."""
     config = session.config
-    parts: dict[str, Any] = {}
     stage1: AffineEdit | None = None
+    stage1_record: Stage1 | None = None
     steered: Baselines | None = None
     if config.weak_alignment == "two-stage":
-        stage1, parts["stage1"], steered = _weak_stage1(session, run_dir, resuming)
+        stage1, stage1_record, steered = _weak_stage1(session, run_dir, resuming)
     with applied(session.adapter, stage1):
         run_dir.status("stage2-candidates", "running")
         candidates = session.candidates
@@ -90,12 +97,8 @@ def weak_alignment(
         run_dir.status("alpha-sweep", "running")
         points, sweep_rows = _alpha_sweep(stage2, record, result.rows)
     write_jsonl(run_dir.file("completions.jsonl"), result.rows + sweep_rows)
-    unsteered = {
-        label: Rate(
-            result.block[label]["baseline_refusal_count"], result.block[label]["baseline_judged"]
-        )
-        for label in ("harmful", "harmless")
-    }
+    evaluated = result.evaluation.sets
+    unsteered = {label: evaluated[label].baseline for label in ("harmful", "harmless")}
     what = (
         f"ACE addition of the {'stage-2' if stage1 else 'selected'} direction (position "
         f"{record['position']}, layer {record['layer']})"
@@ -109,32 +112,26 @@ def weak_alignment(
     verdict = assess(unsteered["harmful"], unsteered["harmless"], points, what, lead=lead)
     if contrast and not verdict.steerable:
         verdict = replace(verdict, statement=f"{verdict.statement} {contrast_sentence(contrast)}")
-    parts.update(
-        {
-            "verdict": run_verdict(result.rows),
-            "selection": summary_selection(record),
-            "evaluation": result.block,
-            "alpha_sweep": [point.as_dict() for point in points],
-            "weak_alignment": {
-                "mode": config.weak_alignment,
-                "steering": WEAK_ALIGNMENT_STEERING,
-                "l_low": record["l_low"],
-                "l_low_note": record["l_low_note"],
-                "unsteered": {
-                    label: {
-                        "rate": rate.value,
-                        "count": rate.count,
-                        "n": rate.n,
-                        "ci95": list(rate.ci95),
-                    }
-                    for label, rate in unsteered.items()
-                },
-                **verdict.as_dict(),
-                **({"stage2_contrast": contrast} if contrast else {}),
-            },
-        }
+    weak = WeakAlignment(
+        mode=config.weak_alignment,
+        steering=WEAK_ALIGNMENT_STEERING,
+        l_low=list(record["l_low"]),
+        l_low_note=record["l_low_note"],
+        unsteered=unsteered,
+        steerable=verdict.steerable,
+        best_alpha=verdict.best_alpha,
+        harmful_monotonic=verdict.harmful_monotonic,
+        min_rise=MIN_RISE,
+        statement=verdict.statement,
+        stage2_contrast=StageContrast.from_dict(contrast) if contrast else None,
     )
-    return parts, record
+    return RunOutcome(
+        record,
+        SelectionSummary.from_dict(record),
+        result.evaluation,
+        judge_run(result.rows),
+        WeakAlignmentRun(tuple(points), weak, stage1_record),
+    )
 
 
 def contrast_sentence(contrast: dict[str, Any]) -> str:
@@ -154,7 +151,7 @@ def contrast_sentence(contrast: dict[str, Any]) -> str:
 
 def _weak_stage1(
     session: Session, run_dir: RunDirectory, resuming: bool
-) -> tuple[AffineEdit, dict[str, Any], Baselines]:
+) -> tuple[AffineEdit, Stage1, Baselines]:
     """Select with COSMIC-ACE and return the ACE α=0 edit, what it did to the harmful and
     harmless test prompts, and the edited model's completions (the baselines of stage 2)."""
     run_dir.status("stage1-selection", "running")
@@ -175,13 +172,13 @@ def _weak_stage1(
     ]
     rows = original.rows + as_intervention
     write_jsonl(run_dir.file("completions-stage1.jsonl"), rows)
-    block = summarise(rows, session.panel)
-    stage1 = {
-        "selection": summary_selection(record),
-        "intervention": edit.describe(),
-        **{label: block[label] for label in labels},
-        "judge": block["judge"],
-    }
+    judged = judged_evaluation(rows, session.panel)
+    stage1 = Stage1(
+        SelectionSummary.from_dict(record),
+        edit.describe(),
+        {label: judged.sets[label] for label in labels},
+        judged.judge,
+    )
     return edit, stage1, edited
 
 
