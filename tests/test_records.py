@@ -1,5 +1,5 @@
 """The typed records of summary.json and comparison.json: reading and writing give back the files
-byte for byte (with ``schema_version`` added last), rates carry Wilson intervals, and the parts a run
+byte for byte (``schema_version`` added last), rates carry Wilson intervals, and the parts a run
 may lack are absent, not guessed."""
 
 from __future__ import annotations
