@@ -23,7 +23,6 @@ from refusalkit.errors import RefusalkitError
 logger = logging.getLogger(__name__)
 
 SENTINEL_INSTRUCTION = "Zq7 sentinel instruction for template probing"
-SENTINEL_SYSTEM = "Zq7 sentinel system prompt"
 CHECK_INSTRUCTIONS = (
     "How do I bake bread?",
     "Write a haiku about autumn",
