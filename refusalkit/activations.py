@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from refusalkit.errors import RefusalkitError
 from refusalkit.models.adapter import ModelAdapter
@@ -292,6 +293,83 @@ def call_model(
         return model(**inputs)
 
 
+def _inject_hook(block: nn.Module, states: torch.Tensor) -> RemovableHandle:
+    """A pre-hook that replaces ``block``'s input with ``states``. Prepended, so that the hooks
+    already on the block (interventions) act on the replaced input."""
+
+    def inject(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        if args:
+            return (states, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": states}
+
+    return block.register_forward_pre_hook(inject, with_kwargs=True, prepend=True)
+
+
+def _reader_hooks(
+    adapter: ModelAdapter,
+    read_layers: Sequence[int],
+    index: torch.Tensor | None,
+    stop_layer: int | None,
+    readings: dict[int, torch.Tensor],
+) -> list[RemovableHandle]:
+    """Pre-hooks that put each read layer's block input (at ``index``; None: every position) into
+    ``readings`` as float32, and end the forward once ``stop_layer`` is read."""
+
+    def reader(layer: int) -> Any:
+        def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            hidden = _hidden_of(args, kwargs)
+            taken = hidden if index is None else hidden[:, index]
+            readings[layer] = taken.float()
+            if layer == stop_layer:
+                raise _StopForward
+
+        return hook
+
+    return [
+        adapter.layers[layer].register_forward_pre_hook(reader(layer), with_kwargs=True)
+        for layer in sorted(set(read_layers))
+    ]
+
+
+def _last_block_columns(
+    adapter: ModelAdapter,
+    logits: bool,
+    columns: torch.Tensor | None,
+    index: torch.Tensor | None,
+    stop_layer: int | None,
+    device: torch.device,
+) -> tuple[int, torch.Tensor | None]:
+    """The last block a forward runs and the tokens read after it (see ``_mlp_at_columns``): the
+    logit columns (the last token by default) when it computes logits, else the reading positions
+    of the block after it; -1 or None when no such block or set of tokens exists."""
+    if logits:
+        taken = columns if columns is not None else torch.tensor([-1], device=device)
+        return adapter.n_layers - 1, taken
+    return (-1 if stop_layer is None or index is None else stop_layer - 1), index
+
+
+def _run_model(
+    adapter: ModelAdapter,
+    batch: EncodedBatch,
+    logits: bool,
+    columns: torch.Tensor | None,
+    first_block: int,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The model call from block ``first_block`` on, ended early by a reader's ``_StopForward``;
+    ``(last_logits, column_logits)``, each None unless asked for."""
+    last_logits = column_logits = None
+    with torch.inference_mode(), _skip_blocks_before(adapter, first_block):
+        try:
+            output = call_model(adapter.model, batch, 1 if columns is None else columns)
+            if logits and columns is None:
+                last_logits = output.logits[:, -1, :].float()
+            elif logits and columns is not None:
+                column_logits = _logits_at(output.logits, columns, batch.input_ids.shape[1])
+        except _StopForward:
+            pass
+    return last_logits, column_logits
+
+
 def forward(
     adapter: ModelAdapter,
     batch: EncodedBatch,
@@ -318,72 +396,21 @@ def forward(
     checked where they are summarised instead (candidate means, the engine's clean passes).
     """
     readings: dict[int, torch.Tensor] = {}
-    handles = []
     stop_layer = max(read_layers) if read_layers and not logits else None
-    index = (
-        None if positions is None else torch.tensor(list(positions), device=batch.input_ids.device)
-    )
-
+    device = batch.input_ids.device
+    index = None if positions is None else torch.tensor(list(positions), device=device)
+    columns = None if logit_columns is None else torch.tensor(list(logit_columns), device=device)
+    first_block = start_layer if start_states is not None else 0
+    handles: list[RemovableHandle] = []
     if start_states is not None:
-
-        def inject(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-            if args:
-                return (start_states, *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": start_states}
-
-        handles.append(
-            adapter.layers[start_layer].register_forward_pre_hook(
-                inject, with_kwargs=True, prepend=True
-            )
-        )
-
-    def reader(layer: int) -> Any:
-        def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            hidden = _hidden_of(args, kwargs)
-            taken = hidden if index is None else hidden[:, index]
-            readings[layer] = taken.float()
-            if layer == stop_layer:
-                raise _StopForward
-
-        return hook
-
-    for layer in sorted(set(read_layers)):
-        handles.append(
-            adapter.layers[layer].register_forward_pre_hook(reader(layer), with_kwargs=True)
-        )
-    last_logits = column_logits = None
-    columns = (
-        None
-        if logit_columns is None
-        else torch.tensor(list(logit_columns), device=batch.input_ids.device)
-    )
+        handles.append(_inject_hook(adapter.layers[start_layer], start_states))
+    handles += _reader_hooks(adapter, read_layers, index, stop_layer, readings)
     if sparse_last_block:
-        if logits:
-            last_block = adapter.n_layers - 1
-            taken: torch.Tensor | None = (
-                columns
-                if columns is not None
-                else torch.tensor([-1], device=batch.input_ids.device)
-            )
-        else:
-            last_block = -1 if stop_layer is None or index is None else stop_layer - 1
-            taken = index
-        first_block = start_layer if start_states is not None else 0
+        last_block, taken = _last_block_columns(adapter, logits, columns, index, stop_layer, device)
         if last_block >= first_block and taken is not None:
             handles += _mlp_at_columns(adapter.mlp_modules[last_block], taken)
     try:
-        with (
-            torch.inference_mode(),
-            _skip_blocks_before(adapter, start_layer if start_states is not None else 0),
-        ):
-            try:
-                output = call_model(adapter.model, batch, 1 if columns is None else columns)
-                if logits and columns is None:
-                    last_logits = output.logits[:, -1, :].float()
-                elif logits and columns is not None:
-                    column_logits = _logits_at(output.logits, columns, batch.input_ids.shape[1])
-            except _StopForward:
-                pass
+        last_logits, column_logits = _run_model(adapter, batch, logits, columns, first_block)
     finally:
         for handle in handles:
             handle.remove()

@@ -57,7 +57,7 @@ def _unusual() -> RunConfig:
         l_low_fraction=0.3, l_low_second_half=True, l_low_layers=[1, 2], aggregation="concat",
         prune_layer_fraction=0.0, min_layer=1, kl_threshold=2.5, induce_threshold=-1.0,
         median_peak_filter=False, judge="log-odds", n_over_refusal=0, adversarial_prompt="val",
-        alphas=[0.5, 2.0], stability=2, extra={"note": [1, 2]},
+        alphas=[0.5, 2.0], stability=2,
     )  # fmt: skip
 
 
@@ -174,7 +174,7 @@ def _help(capsys: pytest.CaptureFixture[str], command: str) -> str:
 def test_every_option_comes_from_a_field(capsys: pytest.CaptureFixture[str]) -> None:
     specs = option_specs()
     names = {item.name for item in fields(RunConfig)}
-    assert {spec.name for spec in specs} == names - {"min_layer", "extra"}  # not options
+    assert {spec.name for spec in specs} == names - {"min_layer"}  # not an option
     run_help, compare_help = _help(capsys, "run"), _help(capsys, "compare")
     for spec in specs:
         assert spec.option.flag in run_help
@@ -313,3 +313,10 @@ def test_a_run_repeated_from_its_config_json_is_the_same_run(
     again = main(["run", "--config", str(out / "config.json"), "--quiet", "--out", str(out)])
     err = capsys.readouterr().err
     assert again == first and "resuming the unfinished run" in err, err
+
+
+def test_a_retired_empty_setting_of_an_older_config_json_is_dropped():
+    older = {**RunConfig().as_dict(), "extra": {}}
+    assert RunConfig.from_dict(older) == RunConfig()
+    with pytest.raises(RefusalkitError, match="unknown setting 'extra'"):
+        RunConfig.from_dict({**RunConfig().as_dict(), "extra": {"note": 1}})

@@ -35,7 +35,7 @@ def two_threads():
 @skip_offline
 def test_cosmic_lce_on_the_default_model_removes_and_induces_refusal(tmp_path, two_threads):
     config = RunConfig(n_train=64, n_val=8, n_test=32, max_new_tokens=32, n_over_refusal=16)
-    summary = run(config, tmp_path / "run")
+    summary = run(config, tmp_path / "run").to_dict()  # the record as summary.json holds it
     selection, evaluation = summary["selection"], summary["evaluation"]
     assert selection["kl"] <= 0.1
     assert selection["layer"] < 19  # floor(0.8 * 24)

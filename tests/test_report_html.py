@@ -533,11 +533,11 @@ def test_weak_alignment_report_in_browser(chromium, weak_run_dir, tmp_path):
 
 def test_real_result_files_round_trip_through_their_records(run_dir, compare_dir):
     """What a real run writes reads back into its records and writes out byte for byte (the
-    records add schema_version up front)."""
+    records add schema_version last)."""
     for path, record in ((run_dir / "summary.json", RunSummary),
                          (compare_dir / "comparison.json", Comparison)):  # fmt: skip
         written = json.loads(path.read_text())
-        expected = json.dumps({"schema_version": SCHEMA_VERSION, **written})
+        expected = json.dumps({**written, "schema_version": SCHEMA_VERSION})
         assert json.dumps(record.from_dict(written).to_dict()) == expected, path.name
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
     assert json.dumps(Evaluation.from_dict(evaluation).to_dict()) == json.dumps(evaluation)

@@ -10,9 +10,11 @@ from refusalkit.runs.records import (
     Adversarial,
     Comparison,
     Diagnostics,
+    Evaluation,
     FailedMethod,
     RunSummary,
     RunVerdict,
+    SelectionSummary,
     Stability,
 )
 from refusalkit.selection.diagnostics import describe_removed
@@ -79,12 +81,44 @@ def render_report(
     provenance and its full selection record (``selection.json``: L_low, every candidate)."""
     if not isinstance(summary, RunSummary):
         summary = RunSummary.from_dict(summary)
-    selection, evaluation = summary.selection, summary.evaluation
-    token = provenance["chat"]["post_instruction_tokens"][selection.position]
+    evaluation = summary.evaluation
     lines = [
         f"# refusalkit run — {summary.model}",
         "",
         *_verdict_banner(summary.verdict),
+        *_selection_lines(summary.selection, provenance, record),
+        "",
+        *_rates_table(evaluation),
+        "",
+        *_side_effect_lines(evaluation),
+        "",
+        *_judges_table(evaluation),
+        *_category_tables(evaluation),
+        "",
+        "## Top candidates",
+        "",
+        *_top_candidates(record),
+        *_hard_case_lines(summary),
+        "",
+        _model_line(provenance["model"], summary.seconds),
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _model_line(model: Mapping[str, Any], seconds: float) -> str:
+    return (
+        f"Model: {model['spec']} ({model['class']}, {model['n_layers']} layers), "
+        f"{model['dtype']} on {model['device']}. Run time {seconds} s."
+    )
+
+
+def _selection_lines(
+    selection: SelectionSummary, provenance: Mapping[str, Any], record: Mapping[str, Any]
+) -> list[str]:
+    """The pick, what the filters kept, and why it is the pick."""
+    token = provenance["chat"]["post_instruction_tokens"][selection.position]
+    return [
         f"Selected by {selection.method}-{selection.steering.upper()}: position "
         f"{selection.position} (token {token!r}), layer {selection.layer}, "
         f"score {selection.score:.4f}, KL {selection.kl:.4f}.",
@@ -93,7 +127,11 @@ def render_report(
         + (f" Evaluation layers L_low: {record['l_low']}." if "l_low" in record else ""),
         *_diagnostics_lines(selection.diagnostics),
         *_stability_lines(selection.stability),
-        "",
+    ]
+
+
+def _rates_table(evaluation: Evaluation) -> list[str]:
+    lines = [
         f"Refusal rates by the {evaluation.judge} judge: value (count/n, 95% Wilson interval).",
         "",
         "| test set | intervention | n | baseline refusal | with intervention |",
@@ -104,11 +142,15 @@ def render_report(
         f"{block.baseline.describe()} | {block.intervention.describe()} |"
         for label, block in evaluation.sets.items()
     ]
+    return lines
+
+
+def _side_effect_lines(evaluation: Evaluation) -> list[str]:
+    """Attack success, degenerate outputs and the coherence cost."""
     harmful = evaluation.sets["harmful"]
     coherence = evaluation.coherence
     degenerate = evaluation.degenerate.describe() if evaluation.degenerate else "–"
-    lines += [
-        "",
+    return [
         "Attack success (harmful, neither refused nor degenerate): "
         + (harmful.compliance.describe() if harmful.compliance else "–")
         + f". Degenerate outputs under intervention: {degenerate}.",
@@ -117,7 +159,11 @@ def render_report(
         f"{coherence.baseline_cross_entropy:.3f} → "
         f"{coherence.intervention_cross_entropy:.3f} nats/token "
         f"({coherence.n_tokens} tokens).",
-        "",
+    ]
+
+
+def _judges_table(evaluation: Evaluation) -> list[str]:
+    lines = [
         "## Every judge",
         "",
         "| judge | set | baseline refusal | with intervention |",
@@ -129,6 +175,12 @@ def render_report(
                 f"| {judge} | {_NAMES[label]} | {rates.baseline.describe()} | "
                 f"{rates.intervention.describe()} |"
             )
+    return lines
+
+
+def _category_tables(evaluation: Evaluation) -> list[str]:
+    """Per-category rates of every set that has more than one category."""
+    lines: list[str] = []
     for label, block in evaluation.sets.items():
         categories = block.per_category or {}
         if len(categories) < 2:
@@ -145,16 +197,7 @@ def render_report(
             f"{rates.intervention.describe()} |"
             for category, rates in categories.items()
         ]
-    lines += ["", "## Top candidates", "", *_top_candidates(record)]
-    lines += _hard_case_lines(summary)
-    model = provenance["model"]
-    lines += [
-        "",
-        f"Model: {model['spec']} ({model['class']}, {model['n_layers']} layers), "
-        f"{model['dtype']} on {model['device']}. Run time {summary.seconds} s.",
-        "",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 def _top_candidates(record: Mapping[str, Any]) -> list[str]:

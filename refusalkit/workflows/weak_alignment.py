@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from refusalkit.config import Steering
+from refusalkit.config import Steering, WeakAlignmentMode
 from refusalkit.directions import contrast_retained
+from refusalkit.evaluation.metrics import Rate
 from refusalkit.evaluation.suite import (
     judged_evaluation,
     run_condition,
@@ -56,32 +57,13 @@ def weak_alignment(session: Session, run_dir: RunDirectory, resuming: bool) -> R
     with ``L_low`` restricted to the second half of the layers, and sweep ACE addition over α.
     ``direct`` skips stage 1. The evaluation is that of the model being steered (after stage 1),
     the record stage 2's selection."""
-    config = session.config
     stage1: AffineEdit | None = None
     stage1_record: Stage1 | None = None
     steered: Baselines | None = None
-    if config.weak_alignment == "two-stage":
+    if session.config.weak_alignment == "two-stage":
         stage1, stage1_record, steered = _weak_stage1(session, run_dir, resuming)
     with applied(session.adapter, stage1):
-        run_dir.status("stage2-candidates", "running")
-        candidates = session.candidates
-        if stage1:  # the edited model's own candidates
-            path = run_dir.file("candidates-stage2.safetensors")
-            candidates = train_candidates(
-                config, session.chat, session.adapter, session.splits, path, resuming
-            )
-        # Stage-2 candidates before the stage-1 layer are dropped: the stage-1 edit would project
-        # their refusal component out again at its layer, undoing the steering.
-        stage2 = replace(
-            session,
-            config=replace(
-                config,
-                steering=WEAK_ALIGNMENT_STEERING,
-                l_low_second_half=True,
-                min_layer=stage1.layer if stage1 else config.min_layer,
-            ),
-            candidates=candidates,
-        )
+        stage2 = _stage2_session(session, run_dir, resuming, stage1)
         run_dir.status("stage2-selection", "running")
         record = selection_stage(
             stage2, run_dir, "selection.json", "cosmic", WEAK_ALIGNMENT_STEERING, resuming
@@ -99,21 +81,72 @@ def weak_alignment(session: Session, run_dir: RunDirectory, resuming: bool) -> R
     write_jsonl(run_dir.file("completions.jsonl"), result.rows + sweep_rows)
     evaluated = result.evaluation.sets
     unsteered = {label: evaluated[label].baseline for label in ("harmful", "harmless")}
-    what = (
-        f"ACE addition of the {'stage-2' if stage1 else 'selected'} direction (position "
-        f"{record['position']}, layer {record['layer']})"
-    )
     contrast = (
-        contrast_retained(session.candidates, candidates, record["position"], record["layer"])
+        contrast_retained(
+            session.candidates, stage2.candidates, record["position"], record["layer"]
+        )
         if stage1
         else None
     )
-    lead = STAGE2_NO_REFUSAL_LEAD if stage1 else NO_REFUSAL_LEAD
+    weak = _weak_alignment_record(
+        session.config.weak_alignment, record, unsteered, points, contrast, bool(stage1)
+    )
+    return RunOutcome(
+        record,
+        SelectionSummary.from_dict(record),
+        result.evaluation,
+        judge_run(result.rows),
+        WeakAlignmentRun(tuple(points), weak, stage1_record),
+    )
+
+
+def _stage2_session(
+    session: Session, run_dir: RunDirectory, resuming: bool, stage1: AffineEdit | None
+) -> Session:
+    """The session stage 2 selects in: COSMIC-ACE with ``L_low`` in the second half of the layers,
+    on the candidates of the model as stage 1 left it (with ``stage1`` active while this runs)."""
+    config = session.config
+    run_dir.status("stage2-candidates", "running")
+    candidates = session.candidates
+    if stage1:  # the edited model's own candidates
+        path = run_dir.file("candidates-stage2.safetensors")
+        candidates = train_candidates(
+            config, session.chat, session.adapter, session.splits, path, resuming
+        )
+    # Stage-2 candidates before the stage-1 layer are dropped: the stage-1 edit would project
+    # their refusal component out again at its layer, undoing the steering.
+    return replace(
+        session,
+        config=replace(
+            config,
+            steering=WEAK_ALIGNMENT_STEERING,
+            l_low_second_half=True,
+            min_layer=stage1.layer if stage1 else config.min_layer,
+        ),
+        candidates=candidates,
+    )
+
+
+def _weak_alignment_record(
+    mode: WeakAlignmentMode,
+    record: dict[str, Any],
+    unsteered: dict[str, Rate],
+    points: Sequence[SweepPoint],
+    contrast: dict[str, Any] | None,
+    two_stage: bool,
+) -> WeakAlignment:
+    """The sweep's verdict on the selected direction, with the stage-1 contrast left at the
+    stage-2 pick (``contrast``) as its explanation when the direction does not steer."""
+    what = (
+        f"ACE addition of the {'stage-2' if two_stage else 'selected'} direction (position "
+        f"{record['position']}, layer {record['layer']})"
+    )
+    lead = STAGE2_NO_REFUSAL_LEAD if two_stage else NO_REFUSAL_LEAD
     verdict = assess(unsteered["harmful"], unsteered["harmless"], points, what, lead=lead)
     if contrast and not verdict.steerable:
         verdict = replace(verdict, statement=f"{verdict.statement} {contrast_sentence(contrast)}")
-    weak = WeakAlignment(
-        mode=config.weak_alignment,
+    return WeakAlignment(
+        mode=mode,
         steering=WEAK_ALIGNMENT_STEERING,
         l_low=list(record["l_low"]),
         l_low_note=record["l_low_note"],
@@ -124,13 +157,6 @@ def weak_alignment(session: Session, run_dir: RunDirectory, resuming: bool) -> R
         min_rise=MIN_RISE,
         statement=verdict.statement,
         stage2_contrast=StageContrast.from_dict(contrast) if contrast else None,
-    )
-    return RunOutcome(
-        record,
-        SelectionSummary.from_dict(record),
-        result.evaluation,
-        judge_run(result.rows),
-        WeakAlignmentRun(tuple(points), weak, stage1_record),
     )
 
 

@@ -1,0 +1,35 @@
+"""The modes of a run, each a ``Literal`` type, and the sizes a run defaults to.
+
+The tuple of a mode's values is derived from its ``Literal``, never retyped, so the command line's
+choices, :func:`refusalkit.config.validate` and the type checker agree.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+Selector = Literal["cosmic", "refusal-score", "refusal-substring"]
+Steering = Literal["lce", "ace"]
+Aggregation = Literal["mean", "concat"]
+Judge = Literal["substring", "log-odds", "model"]
+JudgeModelKind = Literal["yes-no", "guard"]
+AdversarialCondition = Literal["none", "val", "train+val"]
+WeakAlignmentMode = Literal["none", "two-stage", "direct"]
+Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+
+SELECTORS: tuple[Selector, ...] = get_args(Selector)
+STEERINGS: tuple[Steering, ...] = get_args(Steering)
+AGGREGATIONS: tuple[Aggregation, ...] = get_args(Aggregation)
+JUDGES: tuple[Judge, ...] = get_args(Judge)
+JUDGE_MODEL_KINDS: tuple[JudgeModelKind, ...] = get_args(JudgeModelKind)
+ADVERSARIAL_CONDITIONS: tuple[AdversarialCondition, ...] = get_args(AdversarialCondition)
+WEAK_ALIGNMENT_MODES: tuple[WeakAlignmentMode, ...] = get_args(WeakAlignmentMode)
+DTYPE_NAMES: tuple[Dtype, ...] = get_args(Dtype)
+
+# CPU defaults are smaller than the paper's (180 train / 100 val per class) so that the default
+# run finishes in minutes on two cores; ``--paper`` restores the paper's sizes.
+CPU_DEFAULTS = {"n_train": 128, "n_val": 16, "n_test": 64}
+# ACE/actadd strengths beyond this push activations to norms no model was trained on (and 1e308
+# overflows to inf); the papers sweep α up to about 3.
+MAX_ABS_ALPHA = 100.0
+PAPER_SIZES = {"n_train": 180, "n_val": 100}

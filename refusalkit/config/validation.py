@@ -1,0 +1,127 @@
+"""Validation: the one place a configuration is checked, whether it came from the command line,
+a TOML/JSON file or Python."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from refusalkit.config.modes import (
+    ADVERSARIAL_CONDITIONS,
+    AGGREGATIONS,
+    DTYPE_NAMES,
+    JUDGE_MODEL_KINDS,
+    JUDGES,
+    MAX_ABS_ALPHA,
+    SELECTORS,
+    STEERINGS,
+    WEAK_ALIGNMENT_MODES,
+)
+from refusalkit.config.run_config import RunConfig
+from refusalkit.errors import RefusalkitError
+from refusalkit.prompts.chat import SystemPrompt
+
+
+def _alternatives(choices: Sequence[str]) -> str:
+    return " or ".join(choices) if len(choices) == 2 else ", ".join(choices)
+
+
+def check_mode(what: str, value: object, choices: Sequence[str]) -> None:
+    """``value`` must be one of ``choices`` (a mode's Literal values)."""
+    if value not in choices:
+        raise RefusalkitError(f"invalid {what} '{value}': use {_alternatives(choices)}")
+
+
+def check_cosmic(
+    steering: str,
+    aggregation: str,
+    l_low_fraction: float,
+    prune_layer_fraction: float,
+    kl_threshold: float,
+) -> None:
+    """COSMIC's settings; shared with :class:`refusalkit.selection.cosmic.CosmicSettings`."""
+    check_mode("steering", steering, STEERINGS)
+    check_mode("aggregation", aggregation, AGGREGATIONS)
+    if not 0 < l_low_fraction <= 1:
+        raise RefusalkitError("the L_low fraction must be in (0, 1]")
+    if not 0 <= prune_layer_fraction < 1:
+        raise RefusalkitError("the prune-layer fraction must be in [0, 1)")
+    if kl_threshold < 0:
+        raise RefusalkitError("the KL threshold must be non-negative")
+
+
+def check_numbers(config: RunConfig) -> None:
+    """Numeric settings a comparison silently ignores when they are NaN (``kl > nan`` is never
+    true, so a NaN threshold disables its filter) or that make no sense: refused with one line."""
+    for option, value in (
+        ("--kl-threshold", config.kl_threshold),
+        ("--induce-threshold", config.induce_threshold),
+        ("--l-low-fraction", config.l_low_fraction),
+        ("--prune-layer-fraction", config.prune_layer_fraction),
+    ):
+        if not math.isfinite(value):
+            raise RefusalkitError(f"{option} must be a finite number (got {value})")
+    for option, count in (
+        ("--n-train", config.n_train), ("--n-val", config.n_val), ("--n-test", config.n_test),
+        ("--max-new-tokens", config.max_new_tokens), ("--batch-size", config.batch_size),
+    ):  # fmt: skip
+        if count < 1:
+            raise RefusalkitError(f"{option} must be at least 1 (got {count})")
+    if config.n_over_refusal is not None and config.n_over_refusal < 0:
+        raise RefusalkitError(
+            f"--n-over-refusal must be 0 (skip) or more (got {config.n_over_refusal})"
+        )
+    if config.stability < 0:
+        raise RefusalkitError(f"--stability must be 0 (off) or more (got {config.stability})")
+    if config.min_layer < 0:
+        raise RefusalkitError(f"min_layer must be 0 or more (got {config.min_layer})")
+    for alpha in config.alphas:
+        if not math.isfinite(alpha) or abs(alpha) > MAX_ABS_ALPHA:
+            raise RefusalkitError(
+                f"--alphas: {alpha} is not a strength between -{MAX_ABS_ALPHA:g} and "
+                f"{MAX_ABS_ALPHA:g} (the papers sweep 1 to 3)"
+            )
+
+
+def _check_hard_cases(config: RunConfig) -> None:
+    """SPEC §5's settings and how they combine."""
+    check_mode("--adversarial-prompt", config.adversarial_prompt, ADVERSARIAL_CONDITIONS)
+    if config.adversarial_prompt != "none":
+        SystemPrompt.parse(config.adversarial_text)
+    check_mode("--weak-alignment", config.weak_alignment, WEAK_ALIGNMENT_MODES)
+    if config.stability and (config.selector != "cosmic" or config.weak_alignment != "none"):
+        raise RefusalkitError(
+            "--stability re-runs COSMIC selection on resampled train prompts: use it with "
+            "--selector cosmic and without --weak-alignment"
+        )
+    if config.weak_alignment != "none":
+        if config.selector != "cosmic":
+            raise RefusalkitError(
+                "--weak-alignment selects with COSMIC (its point: no refusals needed); "
+                "drop --selector"
+            )
+        if not config.alphas or any(not math.isfinite(a) for a in config.alphas):
+            raise RefusalkitError("--alphas needs one or more finite numbers, e.g. 1,2,3")
+
+
+def validate(config: RunConfig) -> None:
+    """Every check of a configuration that needs no file and no model, in one place: numbers,
+    every mode against its ``Literal``, COSMIC's settings, the judge, the system prompts, and
+    SPEC §5's combinations. Raises :class:`RefusalkitError` with a one-line message. Reading
+    the phrase file, the prompt files and the model stay with the run, which needs them anyway."""
+    check_numbers(config)
+    check_cosmic(
+        config.steering,
+        config.aggregation,
+        config.l_low_fraction,
+        config.prune_layer_fraction,
+        config.kl_threshold,
+    )
+    check_mode("selector", config.selector, SELECTORS)
+    check_mode("judge", config.judge, JUDGES)
+    if config.judge == "model" and not config.judge_model:
+        raise RefusalkitError("--judge model needs --judge-model PATH (a local instruct model)")
+    check_mode("judge model kind", config.judge_model_kind, JUDGE_MODEL_KINDS)
+    check_mode("dtype", config.dtype, DTYPE_NAMES)
+    SystemPrompt.parse(config.system_prompt)
+    _check_hard_cases(config)
