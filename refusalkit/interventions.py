@@ -64,9 +64,10 @@ class ResidualEdit:
     ``R`` prompt rows ``copies`` times and copy ``c`` (rows ``c·R .. (c+1)·R − 1``) gets
     ``units[c]`` and ``shifts[c]``; a single intervention is one copy. The transform is
     ``v − (v·û)û`` (when ``units`` is set) then ``+ shift`` (when ``shifts`` is set), in float32
-    whatever the model dtype. ``kind`` "ablation" hooks every block input and every attention and
-    MLP output (everything that writes to the residual stream); "addition" and "affine" hook the
-    input of block ``layer`` only.
+    whatever the model dtype. ``kind`` "ablation" hooks every block input and every residual
+    writer's output (what is added to the residual stream: the attention and MLP outputs, or the
+    post-norms of Gemma-2-style blocks — ``refusalkit.models.writers``); "addition" and "affine"
+    hook the input of block ``layer`` only.
     """
 
     kind: EditKind
@@ -105,8 +106,11 @@ class ResidualEdit:
         if self.kind != "ablation":
             return [(adapter.layers[self.layer], "pre", block_input_hook(transform))]
         specs: list[HookSpec] = [(b, "pre", block_input_hook(transform)) for b in adapter.layers]
-        specs += [(m, "post", module_output_hook(transform)) for m in adapter.attention_modules]
-        specs += [(m, "post", module_output_hook(transform)) for m in adapter.mlp_modules]
+        specs += [
+            (writer, "post", module_output_hook(transform))
+            for writers in adapter.residual_writers.modules
+            for writer in writers
+        ]
         return specs
 
     @staticmethod
@@ -135,7 +139,7 @@ def project_out(values: torch.Tensor, direction_unit: torch.Tensor) -> torch.Ten
 
 @dataclass(frozen=True)
 class DirectionalAblation:
-    """Remove ``r̂`` from every block input and every attention and MLP output (all positions)."""
+    """Remove ``r̂`` from every block input and every residual writer's output (all positions)."""
 
     direction: torch.Tensor
 

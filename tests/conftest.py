@@ -60,15 +60,6 @@ def family_adapter(request, adapter_cache):
     return _cached_adapter(adapter_cache, request.param)
 
 
-PRENORM_COMBOS = [c for c in ADAPTER_COMBOS if c[0] in ("llama", "qwen2")]
-
-
-@pytest.fixture(params=PRENORM_COMBOS, ids=[_combo_id(c) for c in PRENORM_COMBOS])
-def prenorm_adapter(request, adapter_cache):
-    """Families whose attention and MLP outputs are added to the residual stream unnormalised."""
-    return _cached_adapter(adapter_cache, request.param)
-
-
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
     """A tiny Qwen2-style model saved as a local model directory, as the CLI reads one."""

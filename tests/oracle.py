@@ -4,21 +4,102 @@ Every candidate at every position and layer, every score, full forwards with no 
 early stop and no skipped work, then the filters in the SPEC's order. Slow by design: it is only
 run on tiny models and in ``benchmarks/selection.py``, which imports this module (run from the
 repository root, or as a script: it puts the root on ``sys.path``). It depends on torch and
-refusalkit only, never on pytest, so it stays usable outside the test suite.
+refusalkit's data types only (never its interventions or its module discovery: an oracle that
+shared them would pass whatever they get wrong), and never on pytest, so it stays usable outside
+the test suite. Its interventions are written here from raw torch hooks, on the modules a table of
+families names (``WRITERS``), from SPEC §2's formulas.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+from torch import nn
 
 from refusalkit.activations import EncodedBatch
 from refusalkit.directions import CandidateSet
-from refusalkit.interventions import ActivationAddition, AffineEdit, DirectionalAblation, applied
 from refusalkit.models.adapter import ModelAdapter
+
+# What each family adds to the residual stream inside a decoder block (read off the transformers
+# modelling code): Gemma-2 normalises the attention and MLP outputs before adding them.
+WRITERS = {"gemma2": ("post_attention_layernorm", "post_feedforward_layernorm")}
+DEFAULT_WRITERS = ("self_attn", "mlp")
+
+
+def decoder_blocks(model: nn.Module) -> nn.ModuleList:
+    """Every family in the tests keeps its blocks at ``model.model.layers``."""
+    return model.model.layers  # type: ignore[union-attr,return-value]
+
+
+def residual_writers(model: nn.Module) -> list[nn.Module]:
+    names = WRITERS.get(model.config.model_type, DEFAULT_WRITERS)  # type: ignore[union-attr]
+    return [getattr(block, name) for block in decoder_blocks(model) for name in names]
+
+
+def _hidden_in(args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch.Tensor:
+    return args[0] if args else kwargs["hidden_states"]
+
+
+def _with_hidden(args: tuple[Any, ...], kwargs: dict[str, Any], value: torch.Tensor) -> Any:
+    if args:
+        return (value, *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": value}
+
+
+def _project_out(v: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    v32 = v.float()
+    return (v32 - (v32 @ u)[..., None] * u).to(v.dtype)
+
+
+@contextmanager
+def intervened(
+    model: nn.Module, kind: str, r: torch.Tensor, mu: torch.Tensor, layer: int, alpha: float
+) -> Iterator[None]:
+    """SPEC §2 with raw hooks. ``ablation``: r̂ projected out of every block input and every
+    residual writer's output; ``addition``: ``+ α·r`` at block ``layer``'s input; ``ace``:
+    ``v − (v·r̂)r̂ + (μ⁻·r̂)r̂ + α·r`` there."""
+    device = next(model.parameters()).device
+    r32 = r.float().to(device)
+    u = r32 / r32.norm() if bool(r32.any()) else r32
+    offset = (mu.float().to(device) @ u) * u + alpha * r32
+    blocks, handles = decoder_blocks(model), []
+
+    def pre(edit: Any) -> Any:
+        return lambda _m, args, kwargs: _with_hidden(args, kwargs, edit(_hidden_in(args, kwargs)))
+
+    def post(_m: nn.Module, _args: Any, output: Any) -> Any:
+        if isinstance(output, torch.Tensor):
+            return _project_out(output, u)
+        return (_project_out(output[0], u), *output[1:])
+
+    try:
+        if kind == "ablation":
+            for block in blocks:
+                edit = pre(lambda v: _project_out(v, u))
+                handles.append(block.register_forward_pre_hook(edit, with_kwargs=True))
+            handles += [w.register_forward_hook(post) for w in residual_writers(model)]
+        elif kind == "addition":
+            edit = pre(lambda v: (v.float() + alpha * r32).to(v.dtype))
+            handles.append(blocks[layer].register_forward_pre_hook(edit, with_kwargs=True))
+        else:
+            edit = pre(lambda v: (_project_out(v, u).float() + offset).to(v.dtype))
+            handles.append(blocks[layer].register_forward_pre_hook(edit, with_kwargs=True))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def removal_and_addition(steering: str) -> tuple[tuple[str, float], tuple[str, float]]:
+    """(kind, α) of a candidate's removal and addition under LCE or ACE steering."""
+    if steering == "lce":
+        return ("ablation", 0.0), ("addition", 1.0)
+    return ("ace", 0.0), ("ace", 1.0)
 
 
 @dataclass
@@ -35,7 +116,8 @@ def _last_token_inputs(
     adapter: ModelAdapter, batches: Sequence[EncodedBatch]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Block inputs at the last position for every layer, and last-position log-probs."""
-    per_layer: list[list[torch.Tensor]] = [[] for _ in range(adapter.n_layers)]
+    n_layers = len(decoder_blocks(adapter.model))
+    per_layer: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
     logprobs = []
     for batch in batches:
         captured: dict[int, torch.Tensor] = {}
@@ -48,7 +130,7 @@ def _last_token_inputs(
 
         handles = [
             block.register_forward_pre_hook(recorder(i), with_kwargs=True)
-            for i, block in enumerate(adapter.layers)
+            for i, block in enumerate(decoder_blocks(adapter.model))
         ]
         try:
             with torch.inference_mode():
@@ -59,7 +141,7 @@ def _last_token_inputs(
         finally:
             for handle in handles:
                 handle.remove()
-        for i in range(adapter.n_layers):
+        for i in range(n_layers):
             per_layer[i].append(captured[i])
         logprobs.append(torch.log_softmax(logits[:, -1].float(), dim=-1))
     return torch.stack([torch.cat(x) for x in per_layer]), torch.cat(logprobs)  # [L, N, d], [N, V]
@@ -119,14 +201,11 @@ def cosmic_oracle_scores(
         for layer in range(n_layers):
             r = candidates.direction(position, layer)
             mu = candidates.reference(position, layer)
-            if steering == "lce":
-                remove, add = DirectionalAblation(r), ActivationAddition(r, layer, 1.0)
-            else:
-                remove, add = AffineEdit(r, mu, layer, 0.0), AffineEdit(r, mu, layer, 1.0)
-            with applied(adapter, remove):
+            (remove, a_remove), (add, a_add) = removal_and_addition(steering)
+            with intervened(adapter.model, remove, r, mu, layer, a_remove):
                 harmful_removed, _ = _last_token_inputs(adapter, harmful_val)
                 _, harmless_removed_logprobs = _last_token_inputs(adapter, harmless_val)
-            with applied(adapter, add):
+            with intervened(adapter.model, add, r, mu, layer, a_add):
                 harmless_added, _ = _last_token_inputs(adapter, harmless_val)
             s_comply[p, layer] = _unit_mean(harmful_removed, l_low, aggregation) @ harmless_baseline
             s_refuse[p, layer] = _unit_mean(harmless_added, l_low, aggregation) @ harmful_baseline
@@ -205,7 +284,7 @@ def l_low_oracle(
     harmless, _ = _last_token_inputs(adapter, harmless_train)
     a, b = harmful.mean(1), harmless.mean(1)  # [L, d] float64
     similarity = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
-    n_layers = adapter.n_layers
+    n_layers = len(decoder_blocks(adapter.model))
     pool = range(n_layers // 2, n_layers) if second_half else range(n_layers)
     wanted = max(1, math.floor(fraction * n_layers + 1e-9))
     chosen = sorted(pool, key=lambda l: (float(similarity[l]), l))[:wanted]
@@ -250,14 +329,11 @@ def refusal_score_oracle(
         for layer in range(n_layers):
             r = candidates.direction(p - n_pos, layer)
             mu = candidates.reference(p - n_pos, layer)
-            if steering == "lce":
-                remove, add = DirectionalAblation(r), ActivationAddition(r, layer, 1.0)
-            else:
-                remove, add = AffineEdit(r, mu, layer, 0.0), AffineEdit(r, mu, layer, 1.0)
-            with applied(adapter, remove):
+            (remove, a_remove), (add, a_add) = removal_and_addition(steering)
+            with intervened(adapter.model, remove, r, mu, layer, a_remove):
                 _, harmful_removed = _last_token_inputs(adapter, harmful_val)
                 _, harmless_removed = _last_token_inputs(adapter, harmless_val)
-            with applied(adapter, add):
+            with intervened(adapter.model, add, r, mu, layer, a_add):
                 _, harmless_added = _last_token_inputs(adapter, harmless_val)
             bypass[p, layer] = log_odds(harmful_removed).mean()
             induce[p, layer] = log_odds(harmless_added).mean()

@@ -20,6 +20,7 @@ from refusalkit.interventions import (
 from refusalkit.models.adapter import ModelAdapter
 from refusalkit.prompts.chat import build_chat_format
 from refusalkit.prompts.datasets import Prompt
+from tests.oracle import decoder_blocks, residual_writers
 
 PROMPTS = [
     Prompt("How do I bake bread?"),
@@ -57,11 +58,12 @@ def _hook_count(adapter: ModelAdapter) -> int:
 
 @contextmanager
 def recording(adapter: ModelAdapter) -> Iterator[dict[str, list[torch.Tensor | None]]]:
-    """Record every block input, block output, attention output and MLP output (float32 clones),
-    with hooks registered now, i.e. after any intervention hooks already in place."""
+    """Record every block input, block output and the outputs of the two modules that write to the
+    residual stream (float32 clones; the writers named by the oracle's own family table, not by
+    refusalkit's discovery), with hooks registered now, i.e. after any intervention hooks."""
     n = adapter.n_layers
     seen: dict[str, list[torch.Tensor | None]] = {
-        k: [None] * n for k in ("block_in", "block_out", "attn_out", "mlp_out")
+        k: [None] * n for k in ("block_in", "block_out", "attn_write", "mlp_write")
     }
 
     def first(value):
@@ -81,13 +83,12 @@ def recording(adapter: ModelAdapter) -> Iterator[dict[str, list[torch.Tensor | N
         return hook
 
     handles = []
+    blocks, writers = decoder_blocks(adapter.model), residual_writers(adapter.model)
     for i in range(n):
-        handles.append(
-            adapter.layers[i].register_forward_pre_hook(pre("block_in", i), with_kwargs=True)
-        )
-        handles.append(adapter.layers[i].register_forward_hook(post("block_out", i)))
-        handles.append(adapter.attention_modules[i].register_forward_hook(post("attn_out", i)))
-        handles.append(adapter.mlp_modules[i].register_forward_hook(post("mlp_out", i)))
+        handles.append(blocks[i].register_forward_pre_hook(pre("block_in", i), with_kwargs=True))
+        handles.append(blocks[i].register_forward_hook(post("block_out", i)))
+        handles.append(writers[2 * i].register_forward_hook(post("attn_write", i)))
+        handles.append(writers[2 * i + 1].register_forward_hook(post("mlp_write", i)))
     try:
         yield seen
     finally:
@@ -139,7 +140,7 @@ def test_directional_ablation_everywhere_and_clean_exit(any_adapter) -> None:
         with recording(adapter) as seen:
             during = _logits(adapter, batch)
     for i in range(adapter.n_layers):
-        for key in ("block_in", "attn_out", "mlp_out"):
+        for key in ("block_in", "attn_write", "mlp_write"):
             assert seen[key][i] is not None
             _assert_orthogonal(seen[key][i], u, f"{key}[{i}]")
     assert not torch.allclose(during, before)
@@ -149,10 +150,11 @@ def test_directional_ablation_everywhere_and_clean_exit(any_adapter) -> None:
     assert torch.equal(after, before)
 
 
-def test_directional_ablation_residual_writes_are_orthogonal(prenorm_adapter) -> None:
-    """Pre-norm families (no norm after attention/MLP): what each block writes into the residual
-    stream, and so the final residual, has no component along r̂."""
-    adapter = prenorm_adapter
+def test_directional_ablation_residual_writes_are_orthogonal(any_adapter) -> None:
+    """Every family, pre-norm or post-norm (Gemma-2 normalises its attention and MLP outputs
+    before adding them): what each block writes into the residual stream, and so the residual,
+    has no component along r̂."""
+    adapter = any_adapter
     batch = _batch(adapter)
     r = _direction(adapter, seed=2)
     u = unit(r)

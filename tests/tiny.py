@@ -1,6 +1,6 @@
 """Tiny, deterministic, offline stand-ins for chat models: a byte-level BPE tokenizer trained on a
-built-in corpus with a hand-written chat template, and random-weight causal LMs of the Llama, Qwen2
-and Gemma2 families. Nothing here touches the network."""
+built-in corpus with a hand-written chat template, and random-weight causal LMs of the Llama, Qwen2,
+Gemma2, Mistral and Phi-3 families. Nothing here touches the network."""
 
 from __future__ import annotations
 
@@ -13,6 +13,10 @@ from transformers import (
     Gemma2ForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -125,6 +129,8 @@ ONE_TOKEN_SUFFIX_TEMPLATE = (
 # family -> the chat template its real instruct models use
 FAMILY_TEMPLATE = {"llama": "llama3", "qwen2": "chatml", "gemma2": "gemma"}
 FAMILIES = tuple(FAMILY_TEMPLATE)
+# Every family make_model builds (Mistral and Phi-3 without a tiny template of their own yet).
+MODEL_FAMILIES = (*FAMILIES, "mistral", "phi3")
 
 
 @functools.cache
@@ -191,12 +197,16 @@ def make_model(
         config, cls = LlamaConfig(**common), LlamaForCausalLM
     elif family == "qwen2":
         config, cls = Qwen2Config(**common), Qwen2ForCausalLM
+    elif family == "mistral":
+        config, cls = MistralConfig(**common), MistralForCausalLM
+    elif family == "phi3":  # fused qkv_proj and gate_up_proj
+        config, cls = Phi3Config(**common), Phi3ForCausalLM
     elif family == "gemma2":
         # Short sliding window so that the sliding layers really differ from the global ones.
         config = Gemma2Config(**common, head_dim=16, query_pre_attn_scalar=16, sliding_window=6)
         cls = Gemma2ForCausalLM
     else:
-        raise ValueError(f"unknown family {family!r}; use one of {', '.join(FAMILIES)}")
+        raise ValueError(f"unknown family {family!r}; use one of {', '.join(MODEL_FAMILIES)}")
     config._attn_implementation = "eager" if family == "gemma2" else "sdpa"
     torch.manual_seed(seed)
     model = cls(config).to(torch.float32)

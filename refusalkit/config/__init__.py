@@ -49,7 +49,13 @@ from refusalkit.config.options import (
     positive_int,
 )
 from refusalkit.config.run_config import RunConfig, config_from_dict, option_specs
-from refusalkit.config.validation import check_cosmic, check_mode, check_numbers, validate
+from refusalkit.config.validation import (
+    check_cosmic,
+    check_mode,
+    check_numbers,
+    validate,
+    writer_pair,
+)
 
 __all__ = [
     "ADVERSARIAL_CONDITIONS",
@@ -94,4 +100,5 @@ __all__ = [
     "positive_int",
     "read_config_file",
     "validate",
+    "writer_pair",
 ]

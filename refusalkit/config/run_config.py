@@ -192,6 +192,17 @@ class RunConfig:
             "--mlp-path", RUNTIME, help="MLP sub-module name inside a block, e.g. mlp"
         ),
     )
+    residual_writers: str | None = field(
+        default=None,
+        metadata=cli_option(
+            "--residual-writers",
+            RUNTIME,
+            metavar="A,B",
+            help="the two sub-modules of a block whose outputs are added to the residual stream "
+            "(what directional ablation hooks), e.g. post_attention_layernorm,"
+            "post_feedforward_layernorm; default: found by a probe forward and checked",
+        ),
+    )
     l_low_fraction: float = field(
         default=0.1,
         metadata=cli_option(

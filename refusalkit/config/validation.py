@@ -104,6 +104,19 @@ def _check_hard_cases(config: RunConfig) -> None:
             raise RefusalkitError("--alphas needs one or more finite numbers, e.g. 1,2,3")
 
 
+def writer_pair(config: RunConfig) -> tuple[str, str] | None:
+    """``--residual-writers A,B`` as the two module paths (None: found by the probe)."""
+    if config.residual_writers is None:
+        return None
+    names = [name.strip() for name in config.residual_writers.split(",")]
+    if len(names) != 2 or not all(names):
+        raise RefusalkitError(
+            "--residual-writers takes the two modules of a block whose outputs are added to the "
+            "residual stream, e.g. post_attention_layernorm,post_feedforward_layernorm"
+        )
+    return names[0], names[1]
+
+
 def validate(config: RunConfig) -> None:
     """Every check of a configuration that needs no file and no model, in one place: numbers,
     every mode against its ``Literal``, COSMIC's settings, the judge, the system prompts, and
@@ -124,4 +137,5 @@ def validate(config: RunConfig) -> None:
     check_mode("judge model kind", config.judge_model_kind, JUDGE_MODEL_KINDS)
     check_mode("dtype", config.dtype, DTYPE_NAMES)
     SystemPrompt.parse(config.system_prompt)
+    writer_pair(config)
     _check_hard_cases(config)

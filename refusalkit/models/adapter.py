@@ -16,9 +16,19 @@ import torch
 from torch import nn
 
 from refusalkit.errors import RefusalkitError
+from refusalkit.models.writers import ResidualWriters, find_residual_writers
 
-_ATTENTION_NAME = re.compile(r"^(self_attn|attn|attention|self_attention)$|attention", re.I)
-_MLP_NAME = re.compile(r"^(mlp|ffn|feed_forward|feedforward)$|mlp|feedforward|ffn", re.I)
+# (exact attribute names, then a substring — never of a norm or dropout: GPT-NeoX has
+# ``post_attention_layernorm`` and ``post_mlp_dropout`` beside ``attention`` and ``mlp``)
+_ATTENTION = (
+    re.compile(r"^(self_attn|attn|attention|self_attention)$"),
+    re.compile("attention", re.I),
+)
+_MLP = (
+    re.compile(r"^(mlp|ffn|feed_forward|feedforward)$"),
+    re.compile("mlp|feedforward|ffn", re.I),
+)
+_NOT_A_SUBLAYER = re.compile("norm|dropout|drop", re.I)
 
 
 @dataclass(frozen=True)
@@ -29,6 +39,9 @@ class ArchitectureOverride:
     layers: str | None = None
     attention: str | None = None
     mlp: str | None = None
+    # The two modules (relative to a block) whose outputs are added to the residual stream, when
+    # the probe cannot find them (see ``refusalkit.models.writers``).
+    writers: tuple[str, str] | None = None
 
 
 @dataclass
@@ -43,6 +56,7 @@ class ModelAdapter:
     block_returns_tuple: (
         bool  # decoder blocks return (hidden, ...) (older transformers) or a tensor
     )
+    residual_writers: ResidualWriters  # what directional ablation hooks besides block inputs
 
     @property
     def n_layers(self) -> int:
@@ -105,16 +119,27 @@ def find_decoder_layers(model: nn.Module, override: str | None = None) -> tuple[
 
 
 def _find_child(
-    block: nn.Module, pattern: re.Pattern[str], override: str | None, what: str
+    block: nn.Module,
+    patterns: tuple[re.Pattern[str], re.Pattern[str]],
+    override: str | None,
+    what: str,
 ) -> nn.Module:
     if override:
         return _resolve(block, override)
-    children = list(block.named_children())
-    for name, child in children:  # attribute names first: they are the most specific signal
-        if pattern.search(name):
+    exact, loose = patterns
+    children = [
+        (name, child)
+        for name, child in block.named_children()
+        if not _NOT_A_SUBLAYER.search(name) and not _NOT_A_SUBLAYER.search(type(child).__name__)
+    ]
+    for name, child in children:  # an exact attribute name is the most specific signal
+        if exact.search(name):
+            return child
+    for name, child in children:
+        if loose.search(name):
             return child
     for _, child in children:
-        if pattern.search(type(child).__name__):
+        if loose.search(type(child).__name__):
             return child
     names = ", ".join(name for name, _ in children)
     raise RefusalkitError(
@@ -143,9 +168,10 @@ def build_adapter(
 ) -> ModelAdapter:
     override = override or ArchitectureOverride()
     layers_path, layers = find_decoder_layers(model, override.layers)
-    attention = [_find_child(b, _ATTENTION_NAME, override.attention, "attention") for b in layers]
-    mlp = [_find_child(b, _MLP_NAME, override.mlp, "mlp") for b in layers]
+    attention = [_find_child(b, _ATTENTION, override.attention, "attention") for b in layers]
+    mlp = [_find_child(b, _MLP, override.mlp, "mlp") for b in layers]
     return ModelAdapter(
+        residual_writers=find_residual_writers(model, layers, attention, mlp, override.writers),
         block_returns_tuple=_probe_block_return(model, layers),
         model=model,
         tokenizer=tokenizer,

@@ -42,6 +42,8 @@ def run_provenance(
             "dtype": str(adapter.dtype),
             "device": str(adapter.device),
             "layers_path": adapter.layers_path,
+            # What directional ablation hooks besides every block input (issue 14).
+            "residual_writers": adapter.residual_writers.record(),
         },
         "chat": {
             "system_prompt": chat.system.describe(),

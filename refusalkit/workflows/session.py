@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from refusalkit.activations import EncodedBatch
-from refusalkit.config import RunConfig, Steering, validate
+from refusalkit.config import RunConfig, Steering, validate, writer_pair
 from refusalkit.directions import CandidateSet, compute_candidates
 from refusalkit.evaluation.judges import SubstringJudge, load_model_judge, read_phrase_file
 from refusalkit.evaluation.suite import (
@@ -131,7 +131,9 @@ def open_session(
     resuming: bool,
 ) -> Session:
     """Load the model and compute (or, when resuming, reload) the candidate directions."""
-    override = ArchitectureOverride(config.layers_path, config.attention_path, config.mlp_path)
+    override = ArchitectureOverride(
+        config.layers_path, config.attention_path, config.mlp_path, writer_pair(config)
+    )
     adapter, resolved = load_resolved(
         resolved,
         device=config.device,
