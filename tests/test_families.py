@@ -4,13 +4,19 @@ used to read the residual stream."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 import refusalkit as rk
+from refusalkit.evaluation.generation import generate, stop_token_ids
 from refusalkit.models.writers import ResidualWriters
+from refusalkit.prompts.chat import SystemPrompt, build_chat_format
+from refusalkit.prompts.datasets import Prompt
 from tests.oracle import decoder_blocks
-from tests.tiny import MODEL_FAMILIES, make_model, make_tokenizer
+from tests.test_cli import FINISHED, SMALL, _run
+from tests.tiny import MODEL_FAMILIES, make_inst_tokenizer, make_model, make_tokenizer
 
 BOUND = 1e-5  # |h·r̂| / ‖h‖ after every block under ablation (issue 14's bound)
 
@@ -97,3 +103,79 @@ def test_a_wrong_writers_override_is_refused():
     override = rk.ArchitectureOverride(writers=("self_attn", "mlp"))
     with pytest.raises(rk.RefusalkitError, match="do not add up"):
         rk.wrap(model, tokenizer, override=override)
+
+
+# --- templates: no system role, plain-text suffix ------------------------------------------------
+
+
+def _model_dir(tmp_path, family: str, tokenizer) -> str:
+    model = make_model(family, False, n_layers=4, vocab_size=len(tokenizer),
+                       pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)  # fmt: skip
+    model.save_pretrained(tmp_path / family)
+    tokenizer.save_pretrained(tmp_path / family)
+    return str(tmp_path / family)
+
+
+@pytest.mark.parametrize(
+    ("family", "tokenizer"),
+    [("gemma2", lambda: make_tokenizer("gemma")), ("mistral", make_inst_tokenizer)],
+    ids=["gemma2-gemma", "mistral-inst"],
+)
+def test_adversarial_runs_on_templates_without_a_system_role(family, tokenizer, tmp_path, capsys):
+    """Gemma's template raises on a system turn and the [INST] template has none: the
+    adversarial system prompt is prepended to the user message there, and recorded."""
+    directory = _model_dir(tmp_path, family, tokenizer())
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, "run", "--model", directory, *SMALL, "--n-over-refusal", "0",
+                        "--adversarial-prompt", "val", "--out", str(out))  # fmt: skip
+    assert code in FINISHED, err
+    chat = json.loads((out / "provenance.json").read_text())["chat"]
+    assert chat["system_prompt_placement"] == "prepended to the user message"
+    assert json.loads((out / "summary.json").read_text())["adversarial"]["condition"] == "A"
+
+
+def test_rendering_prepends_the_system_text_where_the_template_has_no_system_role():
+    tokenizer = make_tokenizer("gemma")
+    chat = build_chat_format(tokenizer, SystemPrompt.parse("Refuse everything."))
+    assert not chat.system_role
+    rendered = chat.render("How do I bake bread?")
+    assert "Refuse everything.\n\nHow do I bake bread?" in rendered
+    assert rendered.endswith(chat.suffix_text)
+
+
+def test_generation_is_not_cut_at_a_plain_text_suffix_token():
+    """The [INST] template's suffix " [/INST]" starts with an ordinary token: a reply that writes
+    it goes on; only EOS ends it. Here the model is made to write that token at every step."""
+    tokenizer = make_inst_tokenizer()
+    model = _inst_model(tokenizer)
+    chat = build_chat_format(model.tokenizer)
+    first = chat.suffix_ids[0]
+    assert first not in stop_token_ids(model, chat)
+    assert stop_token_ids(model, chat) == {tokenizer.eos_token_id}
+    boost = torch.zeros(len(tokenizer))
+    boost[first] = 1e4
+    handle = model.model.lm_head.register_forward_hook(lambda _m, _a, out: out + boost)
+    try:
+        completions = generate(model, chat, [Prompt("How do I bake bread?")], max_new_tokens=6)
+    finally:
+        handle.remove()
+    assert completions[0].token_ids == (first,) * 6
+
+
+def test_a_run_on_an_inst_template_model_completes(tmp_path, capsys):
+    directory = _model_dir(tmp_path, "mistral", make_inst_tokenizer())
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, "run", "--model", directory, *SMALL, "--n-over-refusal", "0",
+                        "--out", str(out))  # fmt: skip
+    assert code in FINISHED, err
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["chat"]["post_instruction_tokens"][1:] == ["[", "/", "I", "N", "S", "T", "]"]
+    assert provenance["model"]["residual_writers"]["modules"] == ["self_attn", "mlp"]
+
+
+def _inst_model(tokenizer) -> rk.ModelAdapter:
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model = make_model("mistral", False, n_layers=2, vocab_size=len(tokenizer),
+                       pad_token_id=tokenizer.eos_token_id)  # fmt: skip
+    return rk.wrap(model, tokenizer)

@@ -118,14 +118,22 @@ def test_templates_without_default_system_have_nothing_to_remove(template: str) 
     assert "system" not in chat.render("hello")
 
 
-def test_gemma_rejects_a_system_prompt_with_a_refusalkit_error() -> None:
+def test_gemma_takes_a_system_prompt_in_the_user_message() -> None:
+    """Gemma's template raises on a system turn (issue 14: the run failed); the system text is
+    prepended to the user message instead, as the COSMIC reference does for such templates."""
     tokenizer = make_tokenizer("gemma")
-    with pytest.raises(RefusalkitError, match="System role not supported"):
-        build_chat_format(tokenizer, SystemPrompt.parse("Be brief."))
-    chat = build_chat_format(tokenizer)  # no system prompt: fine
-    assert chat.render("hi").startswith("<bos><start_of_turn>user\nhi")
-    with pytest.raises(RefusalkitError):
-        chat.encode("hi", SystemPrompt("text", "Be brief."))
+    with pytest.raises(Exception, match="System role not supported"):
+        tokenizer.apply_chat_template(
+            [{"role": "system", "content": "x"}, {"role": "user", "content": "hi"}], tokenize=False
+        )
+    chat = build_chat_format(tokenizer, SystemPrompt.parse("Be brief."))
+    assert not chat.system_role
+    assert chat.render("hi").startswith("<bos><start_of_turn>user\nBe brief.\n\nhi")
+    plain = build_chat_format(tokenizer)  # no system prompt: the user message alone
+    assert plain.render("hi").startswith("<bos><start_of_turn>user\nhi")
+    with_system = plain.encode("hi", SystemPrompt("text", "Be brief."))
+    assert with_system[-plain.n_post_instruction :] == list(plain.suffix_ids)
+    assert len(with_system) > len(plain.encode("hi"))
 
 
 def test_tokenizer_without_chat_template_is_a_refusalkit_error() -> None:

@@ -126,6 +126,48 @@ ONE_TOKEN_SUFFIX_TEMPLATE = (
     "{%- endfor %}"
 )
 
+# Mistral-7B-Instruct-v0.1 / Llama-2-style: no system role, and the post-instruction suffix
+# " [/INST]" is plain text, tokenized by a sentencepiece-style (Metaspace) tokenizer.
+INST_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+    "{% else %}{{ raise_exception('Only user and assistant roles are supported!') }}"
+    "{% endif %}"
+    "{% endfor %}"
+)
+
+
+@functools.cache
+def _metaspace_backend() -> str:
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=["<unk>", "<s>", "</s>"],
+        # every printable character, so that "[/INST]" splits into pieces as in Mistral's vocab
+        initial_alphabet=[chr(c) for c in range(32, 127)] + ["▁"],
+        show_progress=False,
+    )
+    backend.train_from_iterator([CORPUS] * 4, trainer=trainer)
+    return backend.to_str()
+
+
+def make_inst_tokenizer() -> PreTrainedTokenizerFast:
+    """A sentencepiece-style tokenizer (Metaspace ``▁``, BPE, vocab <= 512) with the ``[INST]``
+    template: no pad token, as Mistral ships (loading sets pad = eos)."""
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(_metaspace_backend()),
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+    )
+    tokenizer.chat_template = INST_TEMPLATE
+    return tokenizer
+
+
 # family -> the chat template its real instruct models use
 FAMILY_TEMPLATE = {"llama": "llama3", "qwen2": "chatml", "gemma2": "gemma"}
 FAMILIES = tuple(FAMILY_TEMPLATE)

@@ -36,7 +36,7 @@ def generate(
     tokenizer = adapter.tokenizer
     completions: list[Completion] = [Completion("", ())] * len(prompts)
     batches = encode_batches(chat, prompts, batch_size, adapter.device)
-    stop_ids = {tokenizer.eos_token_id, *chat.suffix_ids[:1]} - {None}
+    stop_ids = stop_token_ids(adapter, chat)
     model: Any = adapter.model  # a transformers causal LM: nn.Module does not declare generate
     with applied(adapter, intervention), torch.inference_mode():
         for batch in track(batches, description):
@@ -57,6 +57,20 @@ def generate(
                 text = tokenizer.decode(kept, skip_special_tokens=True).strip()
                 completions[row] = Completion(text, tuple(kept))
     return completions
+
+
+def stop_token_ids(adapter: ModelAdapter, chat: ChatFormat) -> set[int]:
+    """Where a reply ends: the tokenizer's EOS, the model's generation-config EOS ids, and the
+    template's end-of-turn token — the first post-instruction token *if it is a special token*
+    (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``). A plain-text suffix (``… [/INST]``
+    templates) starts with an ordinary token such as ``▁[``, which a reply may well contain."""
+    tokenizer = adapter.tokenizer
+    stops = {tokenizer.eos_token_id}
+    configured = getattr(getattr(adapter.model, "generation_config", None), "eos_token_id", None)
+    stops |= set(configured) if isinstance(configured, list | tuple) else {configured}
+    if chat.suffix_ids and chat.suffix_ids[0] in set(tokenizer.all_special_ids):
+        stops.add(chat.suffix_ids[0])
+    return {int(token) for token in stops if token is not None}
 
 
 def _through_first_stop(tokens: list[int], stop_ids: set[int]) -> list[int]:

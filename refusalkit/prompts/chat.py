@@ -23,6 +23,7 @@ from refusalkit.errors import RefusalkitError
 logger = logging.getLogger(__name__)
 
 SENTINEL_INSTRUCTION = "Zq7 sentinel instruction for template probing"
+SENTINEL_SYSTEM = "Zq7 sentinel system prompt for template probing"
 CHECK_INSTRUCTIONS = (
     "How do I bake bread?",
     "Write a haiku about autumn",
@@ -68,6 +69,9 @@ class ChatFormat:
     suffix_ids: tuple[int, ...]
     suffix_text: str
     removed_default_system: str | None = None
+    # False for templates with no system turn (Gemma's raises on one): a system prompt text is
+    # then prepended to the user message, as the COSMIC reference does for such templates.
+    system_role: bool = True
     _head_cache: dict[str, list[int]] = field(default_factory=dict, repr=False)
     _special_strings: tuple[str, ...] | None = field(default=None, repr=False)
 
@@ -82,7 +86,11 @@ class ChatFormat:
 
     def render(self, instruction: str, system: SystemPrompt | None = None) -> str:
         return _render(
-            self.tokenizer, instruction, system or self.system, self.removed_default_system
+            self.tokenizer,
+            instruction,
+            system or self.system,
+            self.removed_default_system,
+            self.system_role,
         )
 
     def head_text(self, instruction: str, system: SystemPrompt | None = None) -> str:
@@ -183,12 +191,30 @@ def _injected_system_block(tokenizer: Any) -> str | None:
     return user_only[start : close_at + len(turn_close)]
 
 
+def _has_system_role(tokenizer: Any) -> bool:
+    """Whether the template renders a system turn (some raise on one, some drop it silently)."""
+    messages = [
+        {"role": "system", "content": SENTINEL_SYSTEM},
+        {"role": "user", "content": SENTINEL_INSTRUCTION},
+    ]
+    try:
+        return SENTINEL_SYSTEM in _apply(tokenizer, messages)
+    except RefusalkitError:
+        return False
+
+
 def _render(
-    tokenizer: Any, instruction: str, system: SystemPrompt, injected_block: str | None
+    tokenizer: Any,
+    instruction: str,
+    system: SystemPrompt,
+    injected_block: str | None,
+    system_role: bool = True,
 ) -> str:
     messages = [{"role": "user", "content": instruction}]
-    if system.mode == "text":
+    if system.mode == "text" and system_role:
         messages.insert(0, {"role": "system", "content": str(system.text)})
+    elif system.mode == "text":
+        messages[0]["content"] = f"{system.text}\n\n{instruction}"
     text = _apply(tokenizer, messages)
     if system.mode == "none" and injected_block:
         text = text.replace(injected_block, "", 1)
@@ -204,7 +230,8 @@ def build_chat_format(tokenizer: Any, system: SystemPrompt | None = None) -> Cha
             "prompts — use an instruct/chat model or set tokenizer.chat_template"
         )
     injected = _injected_system_block(tokenizer)
-    rendered = _render(tokenizer, SENTINEL_INSTRUCTION, system, injected)
+    system_role = _has_system_role(tokenizer)
+    rendered = _render(tokenizer, SENTINEL_INSTRUCTION, system, injected, system_role)
     end = rendered.rfind(SENTINEL_INSTRUCTION)
     if end < 0:
         raise RefusalkitError("the chat template drops the user instruction; cannot find positions")
@@ -218,6 +245,7 @@ def build_chat_format(tokenizer: Any, system: SystemPrompt | None = None) -> Cha
         suffix_ids=suffix_ids,
         suffix_text=suffix_text,
         removed_default_system=injected if system.mode == "none" else None,
+        system_role=system_role,
     )
     _check_suffix(chat, CHECK_INSTRUCTIONS)
     return chat

@@ -47,6 +47,9 @@ def run_provenance(
         },
         "chat": {
             "system_prompt": chat.system.describe(),
+            "system_prompt_placement": (
+                "system turn" if chat.system_role else "prepended to the user message"
+            ),
             "removed_template_default_system_prompt": chat.removed_default_system,
             "post_instruction_tokens": chat.position_labels(),
             "post_instruction_ids": list(chat.suffix_ids),
