@@ -311,9 +311,11 @@ def _reader_hooks(
     index: torch.Tensor | None,
     stop_layer: int | None,
     readings: dict[int, torch.Tensor],
-) -> list[RemovableHandle]:
-    """Pre-hooks that put each read layer's block input (at ``index``; None: every position) into
-    ``readings`` as float32, and end the forward once ``stop_layer`` is read."""
+    handles: list[RemovableHandle],
+) -> None:
+    """Pre-hooks (appended to ``handles`` one by one, so none leaks if a later one fails) that
+    put each read layer's block input (at ``index``; None: every position) into ``readings`` as
+    float32, and end the forward once ``stop_layer`` is read."""
 
     def reader(layer: int) -> Any:
         def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -325,10 +327,10 @@ def _reader_hooks(
 
         return hook
 
-    return [
-        adapter.layers[layer].register_forward_pre_hook(reader(layer), with_kwargs=True)
-        for layer in sorted(set(read_layers))
-    ]
+    for layer in sorted(set(read_layers)):
+        handles.append(
+            adapter.layers[layer].register_forward_pre_hook(reader(layer), with_kwargs=True)
+        )
 
 
 def _last_block_columns(
@@ -402,14 +404,16 @@ def forward(
     columns = None if logit_columns is None else torch.tensor(list(logit_columns), device=device)
     first_block = start_layer if start_states is not None else 0
     handles: list[RemovableHandle] = []
-    if start_states is not None:
-        handles.append(_inject_hook(adapter.layers[start_layer], start_states))
-    handles += _reader_hooks(adapter, read_layers, index, stop_layer, readings)
-    if sparse_last_block:
-        last_block, taken = _last_block_columns(adapter, logits, columns, index, stop_layer, device)
-        if last_block >= first_block and taken is not None:
-            handles += _mlp_at_columns(adapter.mlp_modules[last_block], taken)
-    try:
+    try:  # registered inside the try: a failure part-way through still removes every hook
+        if start_states is not None:
+            handles.append(_inject_hook(adapter.layers[start_layer], start_states))
+        _reader_hooks(adapter, read_layers, index, stop_layer, readings, handles)
+        if sparse_last_block:
+            last_block, taken = _last_block_columns(
+                adapter, logits, columns, index, stop_layer, device
+            )
+            if last_block >= first_block and taken is not None:
+                handles += _mlp_at_columns(adapter.mlp_modules[last_block], taken)
         last_logits, column_logits = _run_model(adapter, batch, logits, columns, first_block)
     finally:
         for handle in handles:

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import refusalkit as rk
+from refusalkit.activations import encode_batches, forward
 from refusalkit.evaluation.generation import generate, stop_token_ids
 from refusalkit.models.writers import ResidualWriters
 from refusalkit.prompts.chat import SystemPrompt, build_chat_format
@@ -179,3 +180,12 @@ def _inst_model(tokenizer) -> rk.ModelAdapter:
     model = make_model("mistral", False, n_layers=2, vocab_size=len(tokenizer),
                        pad_token_id=tokenizer.eos_token_id)  # fmt: skip
     return rk.wrap(model, tokenizer)
+
+
+def test_a_forward_that_fails_while_registering_hooks_leaves_none_behind():
+    model = _model("qwen2", False)
+    batch = encode_batches(build_chat_format(model.tokenizer), [Prompt("hi")], 1, model.device)[0]
+    before = sum(len(b._forward_pre_hooks) for b in decoder_blocks(model.model))
+    with pytest.raises(IndexError):
+        forward(model, batch, read_layers=[0, 1, model.n_layers + 5])
+    assert sum(len(b._forward_pre_hooks) for b in decoder_blocks(model.model)) == before
