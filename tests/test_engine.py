@@ -262,3 +262,43 @@ def test_zero_directions_are_scored_from_the_clean_pass(setup):
     outcome = CosmicEngine(adapter, candidates, layers, settings, harmful_val, harmless_val).run()
     assert [r.status == "zero" for r in outcome.records] == identity.flatten().tolist()
     assert outcome.selected.layer > 0
+
+
+# bfloat16 (the GPU default) on CPU: measured score differences engine vs oracle up to 3.0e-3 on
+# these models (packing is accepted at 3e-2 relative error in half precision), so the bound is
+# 5e-3; the picks agreed on all six (family, steering) pairs.
+BF16_SCORE_TOLERANCE = 5e-3
+
+
+@pytest.mark.parametrize("steering", ["lce", "ace"])
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma2"])
+def test_engine_matches_oracle_in_bfloat16(family, steering):
+    adapter = make_adapter(family, n_layers=N_LAYERS)
+    adapter.model.to(torch.bfloat16)
+    chat = build_chat_format(adapter.tokenizer)
+    h = split_prompts(builtin_prompts("harmful")[0], 12, 7, 1, seed=3, label="harmful")
+    b = split_prompts(builtin_prompts("harmless")[0], 12, 7, 1, seed=3, label="harmless")
+
+    def batches(prompts):
+        return encode_batches(chat, prompts, 4, adapter.device)
+
+    candidates = compute_candidates(
+        adapter, batches(h.train), batches(b.train), chat.n_post_instruction
+    )
+    l_low = (3, 4)
+    oracle = cosmic_oracle_scores(
+        adapter, candidates, l_low, batches(h.val), batches(b.val), steering=steering
+    )
+    settings = CosmicSettings(steering=steering, kl_threshold=1e9)
+    layers = EvaluationLayers(l_low, tuple(0.0 for _ in range(N_LAYERS)), "test")
+    outcome = CosmicEngine(
+        adapter, candidates, layers, settings, batches(h.val), batches(b.val)
+    ).run()
+    assert (outcome.selected.position, outcome.selected.layer) == cosmic_oracle_pick(
+        oracle, kl_threshold=1e9
+    )
+    for record in outcome.records:
+        if not math.isnan(record.s_comply):
+            p, l = record.position, record.layer
+            assert abs(record.s_comply - float(oracle.s_comply[p, l])) <= BF16_SCORE_TOLERANCE
+            assert abs(record.s_refuse - float(oracle.s_refuse[p, l])) <= BF16_SCORE_TOLERANCE
