@@ -135,7 +135,7 @@ def test_median_peak_uses_the_lower_median() -> None:
     assert outcome.median_layers == {"ablation": 2, "addition": 2}
     assert _status(outcome, -1, 3) == "median_peak"
     assert _status(outcome, -1, 2) != "median_peak"
-    # (-3, 2) and (-2, 6) tie at 2.0: the earlier layer wins.
+    # (-3, 2) and (-2, 6) tie at 2.0: the earlier position (and layer) wins.
     assert (outcome.selected.position, outcome.selected.layer) == (-3, 2)
 
 
@@ -216,7 +216,19 @@ def test_kl_is_evaluated_lazily_in_score_order() -> None:
     assert outcome.n_candidates == 20 and outcome.n_kept == 16
 
 
-def test_score_ties_break_towards_the_earlier_layer() -> None:
+def test_score_ties_break_towards_the_earlier_position_then_layer() -> None:
+    """Position-major, as the reference's argmax over its [position, layer] table (issue 14):
+    (-2, 6) beats (-1, 4) on an exact tie although its layer is later."""
+    comply, refuse = (
+        torch.zeros(2, 10, dtype=torch.float64),
+        torch.zeros(2, 10, dtype=torch.float64),
+    )
+    comply[0, 6] = comply[1, 4] = 1.0
+    outcome = select(comply, refuse, CosmicSettings(median_peak_filter=False), KL())
+    assert (outcome.selected.position, outcome.selected.layer) == (-2, 6)
+
+
+def test_score_ties_at_one_position_break_towards_the_earlier_layer() -> None:
     comply, refuse = (
         torch.zeros(2, 10, dtype=torch.float64),
         torch.zeros(2, 10, dtype=torch.float64),

@@ -212,7 +212,9 @@ def select(
             record.status = "nan"
     survivors = sorted(
         (r for r in records.values() if r.status == "kept"),
-        key=lambda r: (-r.score, r.layer, r.position),
+        # Exact ties go to the earlier position, then the earlier layer: the reference's argmax
+        # over its [position, layer] score table (position-major).
+        key=lambda r: (-r.score, r.position, r.layer),
     )
     selected = first_within_kl(survivors, kl_of, settings.kl_threshold)
     ordered = [records[(p - n_positions, l)] for p in range(n_positions) for l in range(n_layers)]

@@ -124,7 +124,9 @@ def select_by_refusal_score(
         elif record.induce < settings.induce_threshold:
             record.status = "induce"
     survivors = sorted(
-        (r for r in records if r.status == "kept"), key=lambda r: (r.bypass, r.layer, r.position)
+        # Exact ties: earlier position, then earlier layer (position-major, as the reference).
+        (r for r in records if r.status == "kept"),
+        key=lambda r: (r.bypass, r.position, r.layer),
     )
     selected = first_within_kl(survivors, kl_of, settings.kl_threshold)
     if selected is None:
