@@ -228,7 +228,7 @@ def test_score_ties_break_towards_the_earlier_position_then_layer() -> None:
     assert (outcome.selected.position, outcome.selected.layer) == (-2, 6)
 
 
-def test_score_ties_at_one_position_break_towards_the_earlier_layer() -> None:
+def test_score_ties_break_towards_the_candidate_earlier_in_both() -> None:
     comply, refuse = (
         torch.zeros(2, 10, dtype=torch.float64),
         torch.zeros(2, 10, dtype=torch.float64),
