@@ -189,3 +189,28 @@ def test_a_forward_that_fails_while_registering_hooks_leaves_none_behind():
     with pytest.raises(IndexError):
         forward(model, batch, read_layers=[0, 1, model.n_layers + 5])
     assert sum(len(b._forward_pre_hooks) for b in decoder_blocks(model.model)) == before
+
+
+def test_chat_template_kwargs_reach_every_rendering(model_dir, tmp_path, capsys):
+    tokenizer = make_tokenizer("chatml")
+    tokenizer.chat_template = tokenizer.chat_template.replace(
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}",
+        "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
+        "{%- if enable_thinking is defined and not enable_thinking %}{{- 'no thoughts\\n' }}"
+        "{%- endif %}",
+    )
+    plain = build_chat_format(tokenizer)
+    quiet = build_chat_format(tokenizer, template_kwargs={"enable_thinking": False})
+    assert "no thoughts" not in plain.suffix_text and "no thoughts" in quiet.suffix_text
+    assert quiet.n_post_instruction > plain.n_post_instruction
+    out = tmp_path / "run"
+    code, _, err = _run(capsys, "run", "--model", str(model_dir), *SMALL, "--n-over-refusal", "0",
+                        "--chat-template-kwargs", '{"enable_thinking": false}',
+                        "--out", str(out))  # fmt: skip
+    assert code in FINISHED, err
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["chat"]["template_kwargs"] == {"enable_thinking": False}
+    bad = tmp_path / "bad"
+    code, _, err = _run(capsys, "run", "--model", str(model_dir), *SMALL,
+                        "--chat-template-kwargs", "[1]", "--out", str(bad))  # fmt: skip
+    assert code == 2 and "JSON object" in err

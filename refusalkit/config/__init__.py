@@ -53,6 +53,7 @@ from refusalkit.config.validation import (
     check_cosmic,
     check_mode,
     check_numbers,
+    template_kwargs,
     validate,
     writer_pair,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "option_specs",
     "positive_int",
     "read_config_file",
+    "template_kwargs",
     "validate",
     "writer_pair",
 ]

@@ -84,6 +84,16 @@ class RunConfig:
             "'default' (the template's own), or a system prompt text (default: none)",
         ),
     )
+    chat_template_kwargs: str | None = field(
+        default=None,
+        metadata=cli_option(
+            "--chat-template-kwargs",
+            DATA,
+            metavar="JSON",
+            help="a JSON object of extra chat-template variables, passed wherever a prompt is "
+            "rendered, e.g. '{\"enable_thinking\": false}' for reasoning models",
+        ),
+    )
     selector: Selector = field(
         default="cosmic",
         metadata=cli_option(

@@ -3,8 +3,10 @@ a TOML/JSON file or Python."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
+from typing import Any
 
 from refusalkit.config.modes import (
     ADVERSARIAL_CONDITIONS,
@@ -117,6 +119,19 @@ def writer_pair(config: RunConfig) -> tuple[str, str] | None:
     return names[0], names[1]
 
 
+def template_kwargs(config: RunConfig) -> dict[str, Any]:
+    """``--chat-template-kwargs`` as a dict (empty when not given)."""
+    if config.chat_template_kwargs is None:
+        return {}
+    try:
+        value = json.loads(config.chat_template_kwargs)
+    except json.JSONDecodeError as error:
+        raise RefusalkitError(f"--chat-template-kwargs is not valid JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise RefusalkitError('--chat-template-kwargs takes a JSON object, e.g. {"a": 1}')
+    return value
+
+
 def validate(config: RunConfig) -> None:
     """Every check of a configuration that needs no file and no model, in one place: numbers,
     every mode against its ``Literal``, COSMIC's settings, the judge, the system prompts, and
@@ -138,4 +153,5 @@ def validate(config: RunConfig) -> None:
     check_mode("dtype", config.dtype, DTYPE_NAMES)
     SystemPrompt.parse(config.system_prompt)
     writer_pair(config)
+    template_kwargs(config)
     _check_hard_cases(config)

@@ -72,6 +72,8 @@ class ChatFormat:
     # False for templates with no system turn (Gemma's raises on one): a system prompt text is
     # then prepended to the user message, as the COSMIC reference does for such templates.
     system_role: bool = True
+    # Extra variables for the template (``--chat-template-kwargs``, e.g. enable_thinking=False).
+    template_kwargs: dict[str, Any] = field(default_factory=dict)
     _head_cache: dict[str, list[int]] = field(default_factory=dict, repr=False)
     _special_strings: tuple[str, ...] | None = field(default=None, repr=False)
 
@@ -91,6 +93,7 @@ class ChatFormat:
             system or self.system,
             self.removed_default_system,
             self.system_role,
+            self.template_kwargs,
         )
 
     def head_text(self, instruction: str, system: SystemPrompt | None = None) -> str:
@@ -152,27 +155,34 @@ def special_token_strings(tokenizer: Any) -> tuple[str, ...]:
     return tuple(sorted(t for t in specials if t))
 
 
-def _apply(tokenizer: Any, messages: list[dict[str, str]], generation_prompt: bool = True) -> str:
+def _apply(
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    generation_prompt: bool = True,
+    template_kwargs: dict[str, Any] | None = None,
+) -> str:
     try:
         text = tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=generation_prompt
+            messages,
+            tokenize=False,
+            add_generation_prompt=generation_prompt,
+            **(template_kwargs or {}),
         )
     except Exception as error:  # templates raise arbitrary jinja errors (e.g. no system role)
         raise RefusalkitError(f"the chat template rejected the messages: {error}") from error
     return str(text)
 
 
-def _injected_system_block(tokenizer: Any) -> str | None:
+def _injected_system_block(tokenizer: Any, kwargs: dict[str, Any]) -> str | None:
     """The system block a template inserts when given no system message, or None.
 
     Found without family knowledge: the role opener is the generation prompt with the word
     'assistant' replaced by 'system'; the block runs from that opener to the end-of-turn text that
     closes a user turn.
     """
-    user_only = _apply(tokenizer, [{"role": "user", "content": SENTINEL_INSTRUCTION}])
-    no_generation = _apply(
-        tokenizer, [{"role": "user", "content": SENTINEL_INSTRUCTION}], generation_prompt=False
-    )
+    user = [{"role": "user", "content": SENTINEL_INSTRUCTION}]
+    user_only = _apply(tokenizer, user, template_kwargs=kwargs)
+    no_generation = _apply(tokenizer, user, generation_prompt=False, template_kwargs=kwargs)
     generation_prompt = (
         user_only[len(no_generation) :] if user_only.startswith(no_generation) else ""
     )
@@ -191,14 +201,14 @@ def _injected_system_block(tokenizer: Any) -> str | None:
     return user_only[start : close_at + len(turn_close)]
 
 
-def _has_system_role(tokenizer: Any) -> bool:
+def _has_system_role(tokenizer: Any, kwargs: dict[str, Any]) -> bool:
     """Whether the template renders a system turn (some raise on one, some drop it silently)."""
     messages = [
         {"role": "system", "content": SENTINEL_SYSTEM},
         {"role": "user", "content": SENTINEL_INSTRUCTION},
     ]
     try:
-        return SENTINEL_SYSTEM in _apply(tokenizer, messages)
+        return SENTINEL_SYSTEM in _apply(tokenizer, messages, template_kwargs=kwargs)
     except RefusalkitError:
         return False
 
@@ -209,29 +219,36 @@ def _render(
     system: SystemPrompt,
     injected_block: str | None,
     system_role: bool = True,
+    template_kwargs: dict[str, Any] | None = None,
 ) -> str:
     messages = [{"role": "user", "content": instruction}]
     if system.mode == "text" and system_role:
         messages.insert(0, {"role": "system", "content": str(system.text)})
     elif system.mode == "text":
         messages[0]["content"] = f"{system.text}\n\n{instruction}"
-    text = _apply(tokenizer, messages)
+    text = _apply(tokenizer, messages, template_kwargs=template_kwargs)
     if system.mode == "none" and injected_block:
         text = text.replace(injected_block, "", 1)
     return text
 
 
-def build_chat_format(tokenizer: Any, system: SystemPrompt | None = None) -> ChatFormat:
-    """Probe the tokenizer's template and return a verified :class:`ChatFormat`."""
+def build_chat_format(
+    tokenizer: Any,
+    system: SystemPrompt | None = None,
+    template_kwargs: dict[str, Any] | None = None,
+) -> ChatFormat:
+    """Probe the tokenizer's template and return a verified :class:`ChatFormat`;
+    ``template_kwargs`` are passed to the template wherever a prompt is rendered."""
     system = system or SystemPrompt()
+    kwargs = dict(template_kwargs or {})
     if not getattr(tokenizer, "chat_template", None):
         raise RefusalkitError(
             "the tokenizer has no chat template; refusal directions are defined on chat-formatted "
             "prompts — use an instruct/chat model or set tokenizer.chat_template"
         )
-    injected = _injected_system_block(tokenizer)
-    system_role = _has_system_role(tokenizer)
-    rendered = _render(tokenizer, SENTINEL_INSTRUCTION, system, injected, system_role)
+    injected = _injected_system_block(tokenizer, kwargs)
+    system_role = _has_system_role(tokenizer, kwargs)
+    rendered = _render(tokenizer, SENTINEL_INSTRUCTION, system, injected, system_role, kwargs)
     end = rendered.rfind(SENTINEL_INSTRUCTION)
     if end < 0:
         raise RefusalkitError("the chat template drops the user instruction; cannot find positions")
@@ -246,6 +263,7 @@ def build_chat_format(tokenizer: Any, system: SystemPrompt | None = None) -> Cha
         suffix_text=suffix_text,
         removed_default_system=injected if system.mode == "none" else None,
         system_role=system_role,
+        template_kwargs=kwargs,
     )
     _check_suffix(chat, CHECK_INSTRUCTIONS)
     return chat

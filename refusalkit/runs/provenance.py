@@ -47,6 +47,7 @@ def run_provenance(
         },
         "chat": {
             "system_prompt": chat.system.describe(),
+            "template_kwargs": chat.template_kwargs,
             "system_prompt_placement": (
                 "system turn" if chat.system_role else "prepended to the user message"
             ),

@@ -7,9 +7,7 @@ import random
 from dataclasses import dataclass, replace
 
 from refusalkit.activations import EncodedBatch, encode_batches
-from refusalkit.config import (
-    RunConfig,
-)
+from refusalkit.config import RunConfig, template_kwargs
 from refusalkit.models.adapter import ModelAdapter
 from refusalkit.models.loading import (
     ResolvedModel,
@@ -126,7 +124,9 @@ def check_budgets(
     """Every prompt that may be used (all of each file, so the verdict does not depend on the
     seed) must fit the context with the generation budget: needs the tokenizer only."""
     tokenizer = load_tokenizer(resolved, trust_remote_code=config.trust_remote_code)
-    chat = build_chat_format(tokenizer, SystemPrompt.parse(config.system_prompt))
+    chat = build_chat_format(
+        tokenizer, SystemPrompt.parse(config.system_prompt), template_kwargs(config)
+    )
     context = context_length(resolved, trust_remote_code=config.trust_remote_code)
     prompts = [p for label in ("harmful", "harmless") for p in loaded.prompts[label]]
     check_token_budget(chat, [*prompts, *over_refusal], context, config.max_new_tokens)

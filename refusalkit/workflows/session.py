@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from refusalkit.activations import EncodedBatch
-from refusalkit.config import RunConfig, Steering, validate, writer_pair
+from refusalkit.config import RunConfig, Steering, template_kwargs, validate, writer_pair
 from refusalkit.directions import CandidateSet, compute_candidates
 from refusalkit.evaluation.judges import SubstringJudge, load_model_judge, read_phrase_file
 from refusalkit.evaluation.suite import (
@@ -142,7 +142,9 @@ def open_session(
         override=override,
     )
     record_hub_commit(run_dir, resolved, adapter)
-    chat = build_chat_format(adapter.tokenizer, SystemPrompt.parse(config.system_prompt))
+    chat = build_chat_format(
+        adapter.tokenizer, SystemPrompt.parse(config.system_prompt), template_kwargs(config)
+    )
     panel = judge_panel(config, adapter)
     provenance = run_provenance(resolved, adapter, chat)
     write_json(run_dir.file("provenance.json"), provenance)
