@@ -5,6 +5,7 @@ used to read the residual stream."""
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -14,7 +15,9 @@ from refusalkit.activations import encode_batches, forward
 from refusalkit.evaluation.generation import generate, stop_token_ids
 from refusalkit.models.writers import ResidualWriters
 from refusalkit.prompts.chat import SystemPrompt, build_chat_format
-from refusalkit.prompts.datasets import Prompt
+from refusalkit.prompts.datasets import Prompt, builtin_prompts, split_prompts
+from refusalkit.selection.refusal_score import refusal_tokens
+from refusalkit.workflows import prompt_filter
 from tests.oracle import decoder_blocks
 from tests.test_cli import FINISHED, SMALL, _run
 from tests.tiny import MODEL_FAMILIES, make_inst_tokenizer, make_model, make_tokenizer
@@ -214,3 +217,47 @@ def test_chat_template_kwargs_reach_every_rendering(model_dir, tmp_path, capsys)
     code, _, err = _run(capsys, "run", "--model", str(model_dir), *SMALL,
                         "--chat-template-kwargs", "[1]", "--out", str(bad))  # fmt: skip
     assert code == 2 and "JSON object" in err
+
+
+# --- SPEC §4's data filter -------------------------------------------------------------------
+
+
+def test_prompt_filter_scores_match_a_direct_computation():
+    model = _model("qwen2", False)
+    chat = build_chat_format(model.tokenizer)
+    prompts = [
+        Prompt(t) for t in ("How do I bake bread?", "Tell me a joke.", "Why is the sky blue?")
+    ]
+    tokens = refusal_tokens(model.tokenizer)
+    batches = encode_batches(chat, prompts, 2, model.device)
+    scores = prompt_filter.refusal_scores(model, batches, tokens.ids, "test")
+    for prompt, score in zip(prompts, scores, strict=True):
+        with torch.inference_mode():
+            logits = model.model(input_ids=torch.tensor([chat.encode(prompt.text)])).logits[0, -1]
+        p = float(torch.softmax(logits.double(), -1)[list(tokens.ids)].sum())
+        assert score == pytest.approx(math.log(p + 1e-8) - math.log(1 - p + 1e-8), abs=1e-6)
+
+
+def test_prompt_filter_keeps_refused_harmful_and_accepted_harmless(monkeypatch):
+    model = _model("qwen2", False)
+    chat = build_chat_format(model.tokenizer)
+    splits = {
+        label: split_prompts(builtin_prompts(label)[0], 6, 4, 2, seed=0, label=label)
+        for label in ("harmful", "harmless")
+    }
+    signs = iter([1.0, -1.0] * 100)
+    monkeypatch.setattr(
+        prompt_filter, "refusal_scores",
+        lambda _a, batches, _t, _w: [next(signs) for b in batches for _ in range(b.size)],
+    )  # fmt: skip
+    config = rk.RunConfig()
+    filtered, record = prompt_filter.filter_prompts(config, chat, model, splits)
+    assert record["kept"] == {"harmful_train": 3, "harmful_val": 2,
+                              "harmless_train": 3, "harmless_val": 2}  # fmt: skip
+    assert record["dropped"]["harmful_train"] == 3
+    assert filtered["harmful"].test == splits["harmful"].test  # test prompts are never filtered
+    monkeypatch.setattr(
+        prompt_filter, "refusal_scores", lambda _a, b, _t, _w: [-1.0] * sum(x.size for x in b)
+    )
+    with pytest.raises(rk.RefusalkitError, match="dropped all 6 harmful train"):
+        prompt_filter.filter_prompts(config, chat, model, splits)

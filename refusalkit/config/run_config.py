@@ -84,6 +84,16 @@ class RunConfig:
             "'default' (the template's own), or a system prompt text (default: none)",
         ),
     )
+    filter_prompts: bool = field(
+        default=False,
+        metadata=cli_option(
+            "--filter-prompts",
+            DATA,
+            switch=True,
+            help="SPEC §4's data filter (Arditi et al.): keep the harmful train/val prompts with "
+            "refusal score > 0 and the harmless ones < 0; counts in prompt-filter.json",
+        ),
+    )
     chat_template_kwargs: str | None = field(
         default=None,
         metadata=cli_option(

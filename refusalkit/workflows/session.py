@@ -47,6 +47,7 @@ from refusalkit.workflows.inputs import (
     split_batches,
     split_chat,
 )
+from refusalkit.workflows.prompt_filter import filter_prompts
 
 
 def cosmic_settings(config: RunConfig, steering: Steering | None = None) -> CosmicSettings:
@@ -148,11 +149,16 @@ def open_session(
     panel = judge_panel(config, adapter)
     provenance = run_provenance(resolved, adapter, chat)
     write_json(run_dir.file("provenance.json"), provenance)
+    splits = inputs.splits
+    if config.filter_prompts:
+        run_dir.status("prompt-filter", "running")
+        splits, record = filter_prompts(config, chat, adapter, splits)
+        write_json(run_dir.file("prompt-filter.json"), record)
     run_dir.status("candidates", "running")
     path = run_dir.file("candidates.safetensors")
-    candidates = train_candidates(config, chat, adapter, inputs.splits, path, resuming)
+    candidates = train_candidates(config, chat, adapter, splits, path, resuming)
     return Session(
-        config, adapter, chat, inputs.splits, candidates, provenance, panel, inputs.over_refusal
+        config, adapter, chat, splits, candidates, provenance, panel, inputs.over_refusal
     )
 
 
