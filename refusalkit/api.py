@@ -86,9 +86,12 @@ def wrap(
     return build_adapter(model, tokenizer, str(name), override)
 
 
-def chat_format(model: ModelAdapter, system: str = "none") -> ChatFormat:
-    """How prompts are rendered for ``model`` (its chat template, with ``system``)."""
-    return build_chat_format(model.tokenizer, SystemPrompt.parse(system))
+def chat_format(
+    model: ModelAdapter, system: str = "none", template_kwargs: dict[str, Any] | None = None
+) -> ChatFormat:
+    """How prompts are rendered for ``model``: its chat template, with ``system`` and any extra
+    template variables (e.g. ``{"enable_thinking": False}``)."""
+    return build_chat_format(model.tokenizer, SystemPrompt.parse(system), template_kwargs)
 
 
 def _as_prompts(texts: Sequence[str | Prompt]) -> list[Prompt]:
