@@ -22,7 +22,7 @@ from refusalkit.models import registry
 from refusalkit.prompts.chat import build_chat_format
 from refusalkit.prompts.datasets import builtin_prompts
 from refusalkit.runs import provenance, stages
-from refusalkit.runs.directory import LOCK, MARKER, RunLock
+from refusalkit.runs.directory import LOCK, MARKER, RunLock, check_output_path
 from refusalkit.workflows import evaluate as evaluate_workflow
 from tests.test_cli import FINISHED, SMALL, _run
 from tests.tiny import make_model, make_tokenizer
@@ -454,3 +454,16 @@ def test_an_unusable_cached_copy_is_converted_again(tmp_path, monkeypatch, caplo
     assert registry.prepare_embedded(name) == converted
     assert calls == ["assemble", "convert"]
     assert "is not usable (its marker file" in caplog.text
+
+
+def test_another_runs_marker_being_written_is_not_a_foreign_file(tmp_path):
+    """The race CI hit: while one run writes its marker atomically, a second run's early check
+    saw the temporary file and called the directory foreign. refusalkit's own temporaries (as
+    refusalkit.io names them) are not a user's files; a user's file still is."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / f".{MARKER}.k3j_x9q2.tmp").write_text("{}")
+    assert check_output_path(out) == out.resolve()
+    (out / "notes.tmp").write_text("mine")
+    with pytest.raises(RefusalkitError, match="did not write"):
+        check_output_path(out)

@@ -26,6 +26,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -45,6 +46,9 @@ CONFIG = "config.json"
 STATUS = "status.json"
 # Files that only refusalkit's own bookkeeping puts into a directory before a run has begun.
 _BOOKKEEPING = {MARKER, LOCK}
+# refusalkit's atomic writes go through ".<name>.<8 random chars>.tmp" (refusalkit.io): another
+# run writing its marker right now leaves one for a moment, which must not read as a user's file.
+_OWN_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
 def _protected(path: Path) -> str | None:
@@ -91,7 +95,11 @@ def check_output_path(out: Path) -> Path:
                     f"--out {out}: {parent} is not writable; choose a writable location"
                 )
             break
-    foreign = [name for name in _entries(path) if name not in _BOOKKEEPING]
+    foreign = [
+        name
+        for name in _entries(path)
+        if name not in _BOOKKEEPING and not _OWN_TEMPORARY.match(name)
+    ]
     if foreign and MARKER not in _entries(path):
         raise RefusalkitError(
             f"--out {out} holds files refusalkit did not write ({', '.join(foreign[:3])}"
