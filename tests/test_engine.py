@@ -32,14 +32,17 @@ from tests.oracle import (
     refusal_score_oracle,
     refusal_score_oracle_pick,
 )
-from tests.tiny import make_adapter
+from tests.tiny import FAMILY_TEMPLATE, make_adapter
 
 N_LAYERS = 6
 
 
-@pytest.fixture(scope="module", params=["llama", "qwen2", "gemma2"])
+@pytest.fixture(scope="module", params=["llama", "qwen2", "gemma2", "mistral", "phi3"])
 def setup(request):
-    adapter = make_adapter(request.param, n_layers=N_LAYERS)
+    # Mistral and Phi-3 (fused qkv/gate_up projections) with the chatml tokenizer: the engine's
+    # agreement with the oracle does not depend on the template.
+    template = FAMILY_TEMPLATE.get(request.param, "chatml")
+    adapter = make_adapter(request.param, template=template, n_layers=N_LAYERS)
     chat = build_chat_format(adapter.tokenizer)
     harmful, _ = builtin_prompts("harmful")
     harmless, _ = builtin_prompts("harmless")

@@ -261,3 +261,30 @@ def test_prompt_filter_keeps_refused_harmful_and_accepted_harmless(monkeypatch):
     )
     with pytest.raises(rk.RefusalkitError, match="dropped all 6 harmful train"):
         prompt_filter.filter_prompts(config, chat, model, splits)
+
+
+@pytest.mark.parametrize("family", ["mistral", "phi3"])
+def test_a_left_padded_batch_matches_the_prompt_alone(family):
+    """Mistral with its [INST] Metaspace tokenizer and Phi-3: a prompt's readings and logits in a
+    padded batch equal the prompt's alone, and its last P tokens are the template's suffix."""
+    if family == "mistral":
+        model = _inst_model(make_inst_tokenizer())
+    else:
+        model = _model(family, False)
+    chat = build_chat_format(model.tokenizer)
+    short = Prompt("x")
+    others = [Prompt("Explain recursion, step by step."), Prompt("How do I bake bread?")]
+    (alone,) = encode_batches(chat, [short], 8, model.device)
+    (batch,) = encode_batches(chat, [short, *others], 8, model.device)
+    row = batch.order.index(0)
+    assert int(batch.attention_mask[row, 0]) == 0  # padded, on the left
+    assert alone.input_ids[0, -chat.n_post_instruction :].tolist() == list(chat.suffix_ids)
+    layers = list(range(model.n_layers))
+    one = forward(model, alone, read_layers=layers, positions=[-1], logits=True)
+    padded = forward(model, batch, read_layers=layers, positions=[-1], logits=True)
+    for layer in layers:
+        torch.testing.assert_close(
+            padded.readings[layer][row], one.readings[layer][0], atol=1e-4, rtol=1e-4
+        )
+    assert one.last_logits is not None and padded.last_logits is not None
+    torch.testing.assert_close(padded.last_logits[row], one.last_logits[0], atol=1e-4, rtol=1e-4)
