@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ from refusalkit.interventions import (
     ActivationAddition,
     AffineEdit,
     DirectionalAblation,
-    Intervention,
     applied,
     unit,
 )
@@ -216,14 +215,6 @@ class Direction:
             )
         return AffineEdit(self.vector, self.harmless_mean, self._layer(layer), alpha)
 
-    def removal(self, steering: str) -> Intervention:
-        """What a run with ``steering`` ("lce" or "ace") uses to remove the direction."""
-        return self.ablation() if steering == "lce" else self.affine_edit(0.0)
-
-    def induction(self, steering: str, alpha: float = 1.0) -> Intervention:
-        """What a run with ``steering`` uses to add the direction."""
-        return self.addition(alpha) if steering == "lce" else self.affine_edit(alpha)
-
     @contextmanager
     def ablate(self, model: ModelAdapter) -> Iterator[None]:
         """Directional ablation at every layer while the block runs; hooks always removed."""
@@ -273,9 +264,6 @@ class CosmicPick:
     @property
     def n_kl_evaluated(self) -> int:
         return sum(not math.isnan(r.kl) for r in self.candidates)
-
-    def settings_dict(self) -> dict[str, Any]:
-        return asdict(self.settings)
 
 
 def run_cosmic(

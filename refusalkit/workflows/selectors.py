@@ -59,7 +59,7 @@ def _cosmic_record(session: Session, steering: Steering) -> dict[str, Any]:
         "l_low_convention": "residual stream = block input (SPEC §0)",
         "layer_similarities": list(layers.similarities),
         "median_peak_layers": pick.outcome.median_layers,
-        "settings": pick.settings_dict(),
+        "settings": asdict(pick.settings),
         "work": work_record(pick.work),
         "candidates": pick.table(),
         "ranking": [[r.position, r.layer] for r in pick.outcome.ranking()],
