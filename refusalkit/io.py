@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -36,9 +37,23 @@ def _publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
+# Every atomic write goes through a temporary ".<name>.<8 random chars>.tmp" beside its target.
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def _temporary_for(path: Path) -> tuple[int, str]:
+    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of refusalkit's in-flight atomic-write temporaries (another
+    process may be writing it right now)."""
+    return bool(_TEMPORARY.match(name))
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temporary_for(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -106,7 +121,7 @@ def write_tensors(
     path: Path, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None
 ) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temporary_for(path)
     os.close(fd)
     try:
         contiguous = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}

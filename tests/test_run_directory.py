@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from refusalkit import io as refusalkit_io
 from refusalkit.errors import RefusalkitError
 from refusalkit.models import registry
 from refusalkit.prompts.chat import build_chat_format
@@ -462,7 +463,8 @@ def test_another_runs_marker_being_written_is_not_a_foreign_file(tmp_path):
     refusalkit.io names them) are not a user's files; a user's file still is."""
     out = tmp_path / "run"
     out.mkdir()
-    (out / f".{MARKER}.k3j_x9q2.tmp").write_text("{}")
+    fd, _ = refusalkit_io._temporary_for(out / MARKER)  # as a concurrent write names it
+    os.close(fd)
     assert check_output_path(out) == out.resolve()
     (out / "notes.tmp").write_text("mine")
     with pytest.raises(RefusalkitError, match="did not write"):

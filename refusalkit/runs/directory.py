@@ -26,7 +26,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from types import TracebackType
 from typing import Any
 
 from refusalkit.errors import RefusalkitError
-from refusalkit.io import read_json, write_json
+from refusalkit.io import is_temporary, read_json, write_json
 from refusalkit.runs.identity import describe_difference
 
 logger = logging.getLogger(__name__)
@@ -46,9 +45,6 @@ CONFIG = "config.json"
 STATUS = "status.json"
 # Files that only refusalkit's own bookkeeping puts into a directory before a run has begun.
 _BOOKKEEPING = {MARKER, LOCK}
-# refusalkit's atomic writes go through ".<name>.<8 random chars>.tmp" (refusalkit.io): another
-# run writing its marker right now leaves one for a moment, which must not read as a user's file.
-_OWN_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 
 
 def _protected(path: Path) -> str | None:
@@ -98,7 +94,8 @@ def check_output_path(out: Path) -> Path:
     foreign = [
         name
         for name in _entries(path)
-        if name not in _BOOKKEEPING and not _OWN_TEMPORARY.match(name)
+        # another run writing its marker right now leaves a temporary for a moment: not a user's
+        if name not in _BOOKKEEPING and not is_temporary(name)
     ]
     if foreign and MARKER not in _entries(path):
         raise RefusalkitError(
