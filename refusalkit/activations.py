@@ -1,4 +1,8 @@
-"""Batched forwards that read the residual stream (block inputs) at chosen layers and positions.
+"""Batched forwards that read the residual stream at chosen points and positions.
+
+Residual point ``l`` is the input of block ``l`` (SPEC §0) for ``l < L``, and point ``L`` is the
+decoder's output after the final norm: Hugging Face's ``hidden_states[l]`` for every ``l ≤ L``,
+which is what the reference L_low convention reads (block ``l``'s output = point ``l + 1``).
 
 Only what is asked for is computed and kept: readings are sliced to the requested positions inside
 the hook (no stack of every layer's hidden states), a forward that needs no logits stops right after
@@ -312,25 +316,42 @@ def _reader_hooks(
     stop_layer: int | None,
     readings: dict[int, torch.Tensor],
     handles: list[RemovableHandle],
+    before_edits: bool = False,
 ) -> None:
-    """Pre-hooks (appended to ``handles`` one by one, so none leaks if a later one fails) that
-    put each read layer's block input (at ``index``; None: every position) into ``readings`` as
-    float32, and end the forward once ``stop_layer`` is read."""
+    """Hooks (appended to ``handles`` one by one, so none leaks if a later one fails) that put
+    each read residual point (at ``index``; None: every position) into ``readings`` as float32,
+    and end the forward once ``stop_layer`` is read. Point ``l < n_layers`` is block ``l``'s input
+    as the block sees it (after the edits hooked on it), or with ``before_edits`` as block
+    ``l - 1`` returned it (before them); point ``n_layers`` is the decoder's output, after the
+    final norm."""
+
+    def keep(layer: int, hidden: torch.Tensor) -> None:
+        taken = hidden if index is None else hidden[:, index]
+        readings[layer] = taken.float()
+        if layer == stop_layer:
+            raise _StopForward
 
     def reader(layer: int) -> Any:
         def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            hidden = _hidden_of(args, kwargs)
-            taken = hidden if index is None else hidden[:, index]
-            readings[layer] = taken.float()
-            if layer == stop_layer:
-                raise _StopForward
+            keep(layer, _hidden_of(args, kwargs))
 
         return hook
 
+    def final_reader(_m: nn.Module, _args: Any, output: Any) -> None:
+        keep(adapter.n_layers, _first_tensor(output))
+
     for layer in sorted(set(read_layers)):
-        handles.append(
-            adapter.layers[layer].register_forward_pre_hook(reader(layer), with_kwargs=True)
-        )
+        if layer == adapter.n_layers:
+            handles.append(adapter.decoder.register_forward_hook(final_reader))
+        elif 0 <= layer < adapter.n_layers:
+            block = adapter.layers[layer]
+            handles.append(
+                block.register_forward_pre_hook(
+                    reader(layer), with_kwargs=True, prepend=before_edits
+                )
+            )
+        else:
+            raise ValueError(f"residual point {layer} out of range 0..{adapter.n_layers}")
 
 
 def _last_block_columns(
@@ -383,6 +404,7 @@ def forward(
     start_states: torch.Tensor | None = None,
     logit_columns: Sequence[int] | None = None,
     sparse_last_block: bool = False,
+    read_before_edits: bool = False,
 ) -> ForwardOutput:
     """One forward over ``batch`` under whatever interventions are active.
 
@@ -392,6 +414,9 @@ def forward(
     columns come back as ``column_logits`` ``[B, len(columns), V]`` (packed rows hold several
     prompts, so their last tokens are not all at the last column). ``sparse_last_block`` runs the
     MLP of the last block computed only on the tokens read after it (see ``_mlp_at_columns``).
+    ``read_before_edits`` reads each point before the edits hooked on that block's input (the
+    previous block's output: the reference L_low convention); a point at ``start_layer`` cannot be
+    read that way (its pre-edit value is the clean ``start_states``).
 
     Readings and logits come back as computed, NaN included: a NaN under an intervention belongs
     to that candidate (the selection's NaN filter drops it), so the unmodified model's values are
@@ -407,7 +432,7 @@ def forward(
     try:  # registered inside the try: a failure part-way through still removes every hook
         if start_states is not None:
             handles.append(_inject_hook(adapter.layers[start_layer], start_states))
-        _reader_hooks(adapter, read_layers, index, stop_layer, readings, handles)
+        _reader_hooks(adapter, read_layers, index, stop_layer, readings, handles, read_before_edits)
         if sparse_last_block:
             last_block, taken = _last_block_columns(
                 adapter, logits, columns, index, stop_layer, device
@@ -431,11 +456,15 @@ def first_non_finite(values: torch.Tensor) -> tuple[int, int] | None:
     return int(bad[:, layer].nonzero()[0]), layer
 
 
-def non_finite_activations(layer: int, where: str, prompts: str) -> RefusalkitError:
-    """The error for NaN/inf block inputs of the unmodified model, naming the first bad layer."""
+def non_finite_activations(
+    layer: int, where: str, prompts: str, n_layers: int | None = None
+) -> RefusalkitError:
+    """The error for NaN/inf block inputs of the unmodified model, naming the first bad layer
+    (``layer == n_layers``: the final norm's output, residual point L)."""
     source = "the token embeddings are" if layer == 0 else f"the output of block {layer - 1} is"
+    point = "after the final norm" if layer == n_layers else f"at the input of block {layer}"
     return RefusalkitError(
-        f"non-finite activations (NaN/inf) at the input of block {layer} ({where}) on the "
+        f"non-finite activations (NaN/inf) {point} ({where}) on the "
         f"{prompts} prompts: {source} not finite; run the model in float32 (--dtype float32) "
         "and check its weights"
     )

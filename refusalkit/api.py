@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from refusalkit.activations import EncodedBatch, encode_batches
-from refusalkit.config import Steering
+from refusalkit.config import L_LOW_CONVENTIONS, LLowConvention, Steering, check_mode
 from refusalkit.directions import CandidateSet, compute_candidates
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.generation import generate as generate_completions
@@ -115,14 +115,18 @@ def extract_candidates(
     *,
     system: str = "none",
     batch_size: int = DEFAULT_BATCH_SIZE,
+    l_low_convention: LLowConvention = "block-input",
 ) -> CandidateSet:
-    """Difference-in-means candidates at every post-instruction position and layer (SPEC §1)."""
+    """Difference-in-means candidates at every post-instruction position and layer (SPEC §1);
+    ``l_low_convention="reference"`` also keeps the final-norm means that convention reads."""
+    check_mode("L_low convention", l_low_convention, L_LOW_CONVENTIONS)
     chat = chat_format(model, system)
     return compute_candidates(
         model,
         _batches(model, chat, harmful, batch_size),
         _batches(model, chat, harmless, batch_size),
         chat.n_post_instruction,
+        final_norm=l_low_convention == "reference",
     )
 
 
@@ -275,7 +279,7 @@ def run_cosmic(
 ) -> CosmicPick:
     """COSMIC on encoded validation batches (the workflows' entry; ``select_cosmic`` encodes)."""
     evaluation_layers = low_similarity_layers(
-        candidates.harmful_means[-1], candidates.harmless_means[-1], settings
+        *candidates.last_token_means(settings.l_low_convention), settings
     )
     engine = CosmicEngine(model, candidates, evaluation_layers, settings, harmful_val, harmless_val)
     outcome = engine.run()

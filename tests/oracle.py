@@ -113,9 +113,13 @@ class OracleResult:
 
 
 def _last_token_inputs(
-    adapter: ModelAdapter, batches: Sequence[EncodedBatch]
+    adapter: ModelAdapter, batches: Sequence[EncodedBatch], convention: str = "block-input"
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Block inputs at the last position for every layer, and last-position log-probs."""
+    """Block inputs at the last position for every layer, and last-position log-probs; with
+    ``convention="reference"`` the block outputs instead, as the COSMIC reference code reads
+    them: the model's own ``hidden_states[1:]`` (the last one after the final norm)."""
+    if convention == "reference":
+        return _last_token_outputs(adapter, batches)
     n_layers = len(decoder_blocks(adapter.model))
     per_layer: list[list[torch.Tensor]] = [[] for _ in range(n_layers)]
     logprobs = []
@@ -145,6 +149,25 @@ def _last_token_inputs(
             per_layer[i].append(captured[i])
         logprobs.append(torch.log_softmax(logits[:, -1].float(), dim=-1))
     return torch.stack([torch.cat(x) for x in per_layer]), torch.cat(logprobs)  # [L, N, d], [N, V]
+
+
+def _last_token_outputs(
+    adapter: ModelAdapter, batches: Sequence[EncodedBatch]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    per_layer: list[list[torch.Tensor]] = []
+    logprobs = []
+    for batch in batches:
+        with torch.inference_mode():
+            output = adapter.model(
+                input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                position_ids=batch.position_ids, use_cache=False, output_hidden_states=True,
+            )  # fmt: skip
+        outputs = output.hidden_states[1:]
+        per_layer = per_layer or [[] for _ in outputs]
+        for i, hidden in enumerate(outputs):
+            per_layer[i].append(hidden[:, -1].double())
+        logprobs.append(torch.log_softmax(output.logits[:, -1].float(), dim=-1))
+    return torch.stack([torch.cat(x) for x in per_layer]), torch.cat(logprobs)
 
 
 def _unit_mean(inputs: torch.Tensor, layers: Sequence[int], aggregation: str) -> torch.Tensor:
@@ -184,11 +207,13 @@ def cosmic_oracle_scores(
     *,
     steering: str,
     aggregation: str = "mean",
+    convention: str = "block-input",
 ) -> OracleScores:
-    """S_comply, S_refuse and KL of every candidate (SPEC §3.2-3), three full forwards each."""
+    """S_comply, S_refuse and KL of every candidate (SPEC §3.2-3), three full forwards each;
+    ``convention`` says where L_low is read (``_last_token_inputs``)."""
     n_pos, n_layers = candidates.n_positions, candidates.n_layers
-    harmful_clean, _ = _last_token_inputs(adapter, harmful_val)
-    harmless_clean, harmless_logprobs = _last_token_inputs(adapter, harmless_val)
+    harmful_clean, _ = _last_token_inputs(adapter, harmful_val, convention)
+    harmless_clean, harmless_logprobs = _last_token_inputs(adapter, harmless_val, convention)
     harmful_baseline = _unit_mean(harmful_clean, l_low, aggregation)
     harmless_baseline = _unit_mean(harmless_clean, l_low, aggregation)
     s_comply = torch.zeros(n_pos, n_layers, dtype=torch.float64)
@@ -203,10 +228,10 @@ def cosmic_oracle_scores(
             mu = candidates.reference(position, layer)
             (remove, a_remove), (add, a_add) = removal_and_addition(steering)
             with intervened(adapter.model, remove, r, mu, layer, a_remove):
-                harmful_removed, _ = _last_token_inputs(adapter, harmful_val)
+                harmful_removed, _ = _last_token_inputs(adapter, harmful_val, convention)
                 _, harmless_removed_logprobs = _last_token_inputs(adapter, harmless_val)
             with intervened(adapter.model, add, r, mu, layer, a_add):
-                harmless_added, _ = _last_token_inputs(adapter, harmless_val)
+                harmless_added, _ = _last_token_inputs(adapter, harmless_val, convention)
             s_comply[p, layer] = _unit_mean(harmful_removed, l_low, aggregation) @ harmless_baseline
             s_refuse[p, layer] = _unit_mean(harmless_added, l_low, aggregation) @ harmful_baseline
             p_clean = harmless_logprobs.exp()
@@ -276,12 +301,13 @@ def l_low_oracle(
     *,
     fraction: float = 0.1,
     second_half: bool = False,
+    convention: str = "block-input",
 ) -> tuple[tuple[int, ...], int]:
     """``L_low`` (SPEC §3.1) from its own full forwards over the train prompts, as the reference
     code does (the candidates' forwards already hold the same means); returns the layers and the
     prompt-forwards spent."""
-    harmful, _ = _last_token_inputs(adapter, harmful_train)
-    harmless, _ = _last_token_inputs(adapter, harmless_train)
+    harmful, _ = _last_token_inputs(adapter, harmful_train, convention)
+    harmless, _ = _last_token_inputs(adapter, harmless_train, convention)
     a, b = harmful.mean(1), harmless.mean(1)  # [L, d] float64
     similarity = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1))
     n_layers = len(decoder_blocks(adapter.model))

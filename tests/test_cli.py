@@ -181,6 +181,21 @@ def test_models_lists_the_embedded_models(capsys):
     assert "smollm2-135m-instruct" in stdout
 
 
+def test_reference_l_low_convention_is_recorded_as_a_value(model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    code, _, err = _run(
+        capsys, "run", "--model", str(model_dir), *SMALL, "--l-low-convention", "reference",
+        "--stability", "2", "--out", str(out),
+    )  # fmt: skip
+    assert code in FINISHED, err
+    selection = json.loads((out / "selection.json").read_text())
+    assert selection["l_low_convention"] == "reference"
+    assert selection["l_low_points"] == [layer + 1 for layer in selection["l_low"]]
+    assert selection["settings"]["l_low_convention"] == "reference"
+    assert json.loads((out / "config.json").read_text())["l_low_convention"] == "reference"
+    assert json.loads((out / "stability.json").read_text())["resamples"] == 2
+
+
 def test_refusal_score_selector_run(model_dir, tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, err = _run(

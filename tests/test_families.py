@@ -189,7 +189,7 @@ def test_a_forward_that_fails_while_registering_hooks_leaves_none_behind():
     model = _model("qwen2", False)
     batch = encode_batches(build_chat_format(model.tokenizer), [Prompt("hi")], 1, model.device)[0]
     before = sum(len(b._forward_pre_hooks) for b in decoder_blocks(model.model))
-    with pytest.raises(IndexError):
+    with pytest.raises(ValueError, match="residual point"):
         forward(model, batch, read_layers=[0, 1, model.n_layers + 5])
     assert sum(len(b._forward_pre_hooks) for b in decoder_blocks(model.model)) == before
 

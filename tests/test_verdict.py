@@ -169,8 +169,12 @@ def test_per_prompt_activations_average_to_the_runs_candidates(qwen_adapter):
     torch.testing.assert_close(rows_harmless.double().mean(0), expected.harmless_means,
                                rtol=1e-6, atol=1e-6)  # fmt: skip
     # A resample is a multiset of the prompts: seeded, and its means are means of real rows.
-    first = resample_candidates(rows_harmful, rows_harmless, torch.Generator().manual_seed(1))
-    again = resample_candidates(rows_harmful, rows_harmless, torch.Generator().manual_seed(1))
+    first = resample_candidates(
+        rows_harmful, rows_harmless, torch.Generator().manual_seed(1), qwen_adapter.n_layers
+    )
+    again = resample_candidates(
+        rows_harmful, rows_harmless, torch.Generator().manual_seed(1), qwen_adapter.n_layers
+    )
     torch.testing.assert_close(first.harmful_means, again.harmful_means)
     assert not torch.equal(first.harmful_means, expected.harmful_means)
 

@@ -11,6 +11,9 @@ from typing import Literal, get_args
 Selector = Literal["cosmic", "refusal-score", "refusal-substring"]
 Steering = Literal["lce", "ace"]
 Aggregation = Literal["mean", "concat"]
+# Where L_low and the COSMIC readings are taken (SPEC §3.1): block inputs, or block outputs with the
+# last one after the final norm, as the reference code's ``hidden_states[1:]``.
+LLowConvention = Literal["block-input", "reference"]
 Judge = Literal["substring", "log-odds", "model"]
 JudgeModelKind = Literal["yes-no", "guard"]
 AdversarialCondition = Literal["none", "val", "train+val"]
@@ -20,6 +23,7 @@ Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 SELECTORS: tuple[Selector, ...] = get_args(Selector)
 STEERINGS: tuple[Steering, ...] = get_args(Steering)
 AGGREGATIONS: tuple[Aggregation, ...] = get_args(Aggregation)
+L_LOW_CONVENTIONS: tuple[LLowConvention, ...] = get_args(LLowConvention)
 JUDGES: tuple[Judge, ...] = get_args(Judge)
 JUDGE_MODEL_KINDS: tuple[JudgeModelKind, ...] = get_args(JudgeModelKind)
 ADVERSARIAL_CONDITIONS: tuple[AdversarialCondition, ...] = get_args(AdversarialCondition)

@@ -17,6 +17,7 @@ from refusalkit.config.modes import (
     Dtype,
     Judge,
     JudgeModelKind,
+    LLowConvention,
     Selector,
     Steering,
     WeakAlignmentMode,
@@ -248,6 +249,16 @@ class RunConfig:
             SELECTION,
             parse=layer_list,
             help="explicit evaluation layers, e.g. 12,14",
+        ),
+    )
+    l_low_convention: LLowConvention = field(
+        default="block-input",
+        metadata=cli_option(
+            "--l-low-convention",
+            SELECTION,
+            help="where L_low and the COSMIC scores read the residual stream: block-input "
+            "(SPEC §0, default) or reference (block outputs, the last one after the final "
+            "norm, as the reference code's hidden_states[1:])",
         ),
     )
     aggregation: Aggregation = field(

@@ -14,6 +14,7 @@ from refusalkit.config.modes import (
     DTYPE_NAMES,
     JUDGE_MODEL_KINDS,
     JUDGES,
+    L_LOW_CONVENTIONS,
     MAX_ABS_ALPHA,
     SELECTORS,
     STEERINGS,
@@ -40,10 +41,12 @@ def check_cosmic(
     l_low_fraction: float,
     prune_layer_fraction: float,
     kl_threshold: float,
+    l_low_convention: str = "block-input",
 ) -> None:
     """COSMIC's settings; shared with :class:`refusalkit.selection.cosmic.CosmicSettings`."""
     check_mode("steering", steering, STEERINGS)
     check_mode("aggregation", aggregation, AGGREGATIONS)
+    check_mode("L_low convention", l_low_convention, L_LOW_CONVENTIONS)
     if not 0 < l_low_fraction <= 1:
         raise RefusalkitError("the L_low fraction must be in (0, 1]")
     if not 0 <= prune_layer_fraction < 1:
@@ -144,6 +147,7 @@ def validate(config: RunConfig) -> None:
         config.l_low_fraction,
         config.prune_layer_fraction,
         config.kl_threshold,
+        config.l_low_convention,
     )
     check_mode("selector", config.selector, SELECTORS)
     check_mode("judge", config.judge, JUDGES)

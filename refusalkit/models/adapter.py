@@ -57,6 +57,10 @@ class ModelAdapter:
         bool  # decoder blocks return (hidden, ...) (older transformers) or a tensor
     )
     residual_writers: ResidualWriters  # what directional ablation hooks besides block inputs
+    # The module that holds the blocks and returns the residual stream after the final norm (its
+    # first output): what Hugging Face's ``hidden_states[-1]`` is, read for the reference L_low
+    # convention (SPEC §3.1) as residual point ``n_layers``.
+    decoder: nn.Module
 
     @property
     def n_layers(self) -> int:
@@ -163,6 +167,16 @@ def _probe_block_return(model: nn.Module, layers: nn.ModuleList) -> bool:
     return bool(seen and seen[0])
 
 
+def _decoder_of(model: nn.Module, layers_path: str) -> nn.Module:
+    parent, _, _ = layers_path.rpartition(".")
+    if not parent:
+        raise RefusalkitError(
+            f"the decoder blocks '{layers_path}' sit on the model root; refusalkit needs them "
+            "inside a base model that applies the final norm (e.g. model.layers)"
+        )
+    return _resolve(model, parent)
+
+
 def build_adapter(
     model: nn.Module, tokenizer: Any, name: str, override: ArchitectureOverride | None = None
 ) -> ModelAdapter:
@@ -180,4 +194,5 @@ def build_adapter(
         attention_modules=attention,
         mlp_modules=mlp,
         layers_path=layers_path,
+        decoder=_decoder_of(model, layers_path),
     )

@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 
-from refusalkit.config import Aggregation, Steering, check_cosmic
+from refusalkit.config import Aggregation, LLowConvention, Steering, check_cosmic
 from refusalkit.errors import RefusalkitError
 from refusalkit.selection.filters import ZERO, ZERO_HINT, all_filtered, first_within_kl, zero_mask
 
@@ -28,6 +28,7 @@ class CosmicSettings:
     min_layer: int = 0
     kl_threshold: float = 0.1
     median_peak_filter: bool = True
+    l_low_convention: LLowConvention = "block-input"  # or "reference": block outputs (SPEC §3.1)
 
     def __post_init__(self) -> None:
         # The same checks (and messages) as a RunConfig's: refusalkit.config holds them once.
@@ -37,7 +38,16 @@ class CosmicSettings:
             self.l_low_fraction,
             self.prune_layer_fraction,
             self.kl_threshold,
+            self.l_low_convention,
         )
+
+    def reading_points(self, layers: Sequence[int]) -> list[int]:
+        """The residual points (``refusalkit.activations``) the scores read for L_low ``layers``:
+        block ``l``'s input, or under the reference convention its output (point ``l + 1``, read
+        before any edit hooked on block ``l + 1``'s input, as ``hidden_states[l + 1]`` is; for the
+        last block, after the final norm)."""
+        shift = 1 if self.l_low_convention == "reference" else 0
+        return [layer + shift for layer in layers]
 
     def max_layer(self, n_layers: int) -> int:
         """Candidates at layers >= this are dropped by the layer filter."""

@@ -80,11 +80,13 @@ class CosmicEngine:
         self.candidates = candidates
         self.l_low = list(evaluation_layers.layers)
         self.settings = settings
-        # Clean block inputs are cached for every layer an intervention can start at.
+        # Clean block inputs are cached for every layer an intervention can start at; the scores
+        # read L_low at the residual points of the run's convention.
         self.forwards = ValidationForwards(
             adapter, harmful_val, harmless_val,
-            cache_up_to=max(max(self.l_low), settings.max_layer(adapter.n_layers)),
-            read_layers=self.l_low, options=options,
+            cache_up_to=settings.max_layer(adapter.n_layers),
+            read_layers=settings.reading_points(self.l_low),
+            read_before_edits=settings.l_low_convention == "reference", options=options,
         )  # fmt: skip
         self.work = self.forwards.work
         self.identity = identity_candidates(candidates)

@@ -26,12 +26,17 @@ from refusalkit.selection.filters import NothingSelected
 
 
 def per_prompt_activations(
-    adapter: ModelAdapter, batches: Sequence[EncodedBatch], n_positions: int, description: str
+    adapter: ModelAdapter,
+    batches: Sequence[EncodedBatch],
+    n_positions: int,
+    description: str,
+    final_norm: bool = False,
 ) -> torch.Tensor:
     """Block inputs of every prompt at positions ``-P..-1`` and every layer, ``[N, P, L, d]``
-    float32 on the CPU, rows in prompt order."""
+    float32 on the CPU, rows in prompt order; with ``final_norm`` one more layer entry, the
+    final norm's output (``[N, P, L + 1, d]``), for the reference L_low convention."""
     positions = list(range(-n_positions, 0))
-    layers = list(range(adapter.n_layers))
+    layers = list(range(adapter.n_layers + (1 if final_norm else 0)))
     rows: dict[int, torch.Tensor] = {}
     for batch in track(batches, description):
         readings = forward(adapter, batch, read_layers=layers, positions=positions).readings
@@ -42,13 +47,19 @@ def per_prompt_activations(
 
 
 def resample_candidates(
-    harmful: torch.Tensor, harmless: torch.Tensor, generator: torch.Generator
+    harmful: torch.Tensor, harmless: torch.Tensor, generator: torch.Generator, n_layers: int
 ) -> CandidateSet:
-    """Candidates from one bootstrap resample of each class (float64 means, as the run's)."""
+    """Candidates from one bootstrap resample of each class (float64 means, as the run's); a
+    layer entry beyond ``n_layers`` is the final norm's output (``per_prompt_activations``)."""
     pick_harmful = torch.randint(harmful.shape[0], (harmful.shape[0],), generator=generator)
     pick_harmless = torch.randint(harmless.shape[0], (harmless.shape[0],), generator=generator)
+    harmful_means = harmful[pick_harmful].double().mean(0)
+    harmless_means = harmless[pick_harmless].double().mean(0)
+    final = None
+    if harmful_means.shape[1] > n_layers:
+        final = torch.stack([harmful_means[-1, n_layers], harmless_means[-1, n_layers]])
     return CandidateSet(
-        harmful[pick_harmful].double().mean(0), harmless[pick_harmless].double().mean(0)
+        harmful_means[:, :n_layers].contiguous(), harmless_means[:, :n_layers].contiguous(), final
     )
 
 
@@ -97,9 +108,9 @@ def pick_stability(
     generator = torch.Generator().manual_seed(seed)
     wins: Counter[tuple[int, int] | None] = Counter()
     for _ in track(range(resamples), "stability: resamples"):
-        candidates = resample_candidates(harmful_train, harmless_train, generator)
+        candidates = resample_candidates(harmful_train, harmless_train, generator, adapter.n_layers)
         layers = low_similarity_layers(
-            candidates.harmful_means[-1], candidates.harmless_means[-1], settings
+            *candidates.last_token_means(settings.l_low_convention), settings
         )
         engine = CosmicEngine(adapter, candidates, layers, settings, harmful_val, harmless_val)
         try:

@@ -146,7 +146,9 @@ class CleanPass:
     block_inputs: list[dict[int, torch.Tensor]]  # per chunk: layer -> [R, N, d] clean block input
     l_low_means: torch.Tensor  # [|L_low|, d] float64, mean over prompts at their last token
     last_logprobs: list[torch.Tensor] | None  # per chunk [prompts, V] float32 (harmless only)
-    last_readings: torch.Tensor  # [prompts, |cached layers|, d] float32, in prompt order
+    last_readings: torch.Tensor  # [prompts, |points|, d] float32, in prompt order
+    points: list[int]  # the residual points of last_readings' axis 1
+    n_layers: int
 
     @property
     def batches(self) -> list[EncodedBatch]:
@@ -167,11 +169,12 @@ class CleanPass:
         without a look at every token."""
         found = first_non_finite(self.last_readings)
         if found is not None:
-            return non_finite_activations(found[1], "the prompts' last token", prompts)
+            point = self.points[found[1]]
+            return non_finite_activations(point, "the prompts' last token", prompts, self.n_layers)
         if self.last_logprobs is not None and not all(
             bool(torch.isfinite(logprobs).all()) for logprobs in self.last_logprobs
         ):
-            top = int(self.last_readings.shape[1]) - 1
+            top = min(self.points[-1], self.n_layers - 1)
             return RefusalkitError(
                 f"non-finite logits (NaN/inf) at the last token of the {prompts} prompts, though "
                 f"the inputs of blocks 0..{top} are finite: block {top} or a later one, the final "
@@ -225,13 +228,20 @@ class ValidationForwards:
         *,
         cache_up_to: int,
         read_layers: Sequence[int] = (),
+        read_before_edits: bool = False,
         options: EngineOptions | None = None,
     ) -> None:
         self.adapter = adapter
         self.options = options or EngineOptions()
-        self.read_layers = list(read_layers)
+        self.read_layers = list(read_layers)  # residual points; n_layers: after the final norm
+        # The reference L_low convention reads block outputs: point l + 1 before the edits hooked
+        # on block l + 1's input (``forward(read_before_edits=)``).
+        self.read_before_edits = read_before_edits
         top = max([cache_up_to, *self.read_layers])
         self.cache_layers = list(range(min(adapter.n_layers, top + 1)))
+        # What the clean pass reads at the last token: every cached block input and the L_low
+        # points (the final-norm point among them under the reference convention).
+        self.clean_points = sorted({*self.cache_layers, *self.read_layers})
         self.work = WorkCounter()
         self.layout, self.layout_note = "padded", "packing off"
         self.harmful = self._clean_pass(padded_chunks(harmful_val), False, "harmful val")
@@ -278,31 +288,38 @@ class ValidationForwards:
         inputs, logprobs, last = [], [], {}
         total = torch.zeros(len(self.read_layers), self.adapter.hidden_size, dtype=torch.float64)
         progress = bar(f"clean pass: {label}", len(chunks))
+        points = self.clean_points
         for chunk in chunks:
+            # Before-edit readings matter only under a session-wide edit (a two-stage run's stage
+            # 1); cached block inputs are then taken before it too, and re-edited where injected.
             out = forward(
-                self.adapter, chunk.inputs, read_layers=self.cache_layers, positions=None,
+                self.adapter, chunk.inputs, read_layers=points, positions=None,
                 logits=logits, logit_columns=chunk.columns,
+                read_before_edits=self.read_before_edits,
             )  # fmt: skip
             inputs.append({l: out.readings[l].to(self.adapter.dtype) for l in self.cache_layers})
-            # [prompts, |cached layers|, d]: every prompt's last token at every cached layer
+            # [prompts, |points|, d]: every prompt's last token at every point read
             ends = torch.stack(
-                [_gather(out.readings[l][:, chunk.columns], 1)[0] for l in self.cache_layers], 1
+                [_gather(out.readings[l][:, chunk.columns], 1)[0] for l in points], 1
             )
             for index, reading in zip(chunk.order, ends, strict=True):
                 last[index] = reading.cpu()
             for k, layer in enumerate(self.read_layers):
-                total[k] += ends[:, self.cache_layers.index(layer)].double().sum(0).cpu()
+                total[k] += ends[:, points.index(layer)].double().sum(0).cpu()
             if logits:
                 assert out.column_logits is not None
                 flat = out.column_logits.reshape(chunk.n_prompts, -1)
                 logprobs.append(torch.log_softmax(flat, dim=-1))
-            blocks = self.adapter.n_layers if logits else max(self.cache_layers)
+            blocks = self.adapter.n_layers if logits else max(points)
             self.work.add("clean", chunk.n_prompts, blocks, chunk.tokens, logits)
             progress.update()
         progress.close()
         count = sum(chunk.n_prompts for chunk in chunks)
         readings = torch.stack([last[i] for i in sorted(last)])
-        return CleanPass(chunks, inputs, total / count, logprobs if logits else None, readings)
+        return CleanPass(
+            chunks, inputs, total / count, logprobs if logits else None, readings,
+            points, self.adapter.n_layers,
+        )  # fmt: skip
 
     def _start_states(
         self, clean: CleanPass, index: int, start: int, copies: int
@@ -331,14 +348,16 @@ class ValidationForwards:
     def reading_means(
         self, clean: CleanPass, edits: ResidualEdit | Intervention, kind: str
     ) -> torch.Tensor:
-        """Mean block input at the last token for ``read_layers``, ``[copies, |L_low|, d]`` for
+        """Mean residual stream at the last token for ``read_layers``, ``[copies, |L_low|, d]`` for
         a batched ``ResidualEdit`` (``[|L_low|, d]`` for a single intervention)."""
         if not isinstance(edits, ResidualEdit):
             return self.reading_means(clean, edits.edit(), kind)[0]
         copies, start = edits.copies, edits.first_layer
         # Readings before the first touched layer are the clean ones: only later layers are run.
+        # A point read before the edits is untouched by those at its own block.
         means = clean.l_low_means.repeat(copies, 1, 1)
-        affected = [k for k, layer in enumerate(self.read_layers) if layer >= start]
+        first_affected = start + 1 if self.read_before_edits else start
+        affected = [k for k, layer in enumerate(self.read_layers) if layer >= first_affected]
         if not affected:
             return means
         layers = [self.read_layers[k] for k in affected]
@@ -350,6 +369,7 @@ class ValidationForwards:
                     positions=chunk.columns, start_layer=start,
                     start_states=self._start_states(clean, index, start, copies),
                     sparse_last_block=self.options.sparse_last_block,
+                    read_before_edits=self.read_before_edits,
                 )  # fmt: skip
                 for j, layer in enumerate(layers):
                     total[:, j] += _gather(out.readings[layer], copies).double().sum(1).cpu()

@@ -56,7 +56,10 @@ def _cosmic_record(session: Session, steering: Steering) -> dict[str, Any]:
         "n_kl_evaluated": pick.n_kl_evaluated,
         "l_low": list(layers.layers),
         "l_low_note": layers.note,
-        "l_low_convention": "residual stream = block input (SPEC §0)",
+        # A value, not prose: "block-input" (SPEC §0) or "reference" (block outputs, the last one
+        # after the final norm); the residual points are where the scores were read.
+        "l_low_convention": pick.settings.l_low_convention,
+        "l_low_points": pick.settings.reading_points(layers.layers),
         "layer_similarities": list(layers.similarities),
         "median_peak_layers": pick.outcome.median_layers,
         "settings": asdict(pick.settings),

@@ -61,6 +61,7 @@ def cosmic_settings(config: RunConfig, steering: Steering | None = None) -> Cosm
         min_layer=config.min_layer,
         kl_threshold=config.kl_threshold,
         median_peak_filter=config.median_peak_filter,
+        l_low_convention=config.l_low_convention,
     )
 
 
@@ -179,6 +180,7 @@ def train_candidates(
         split_batches(config, chat, adapter, splits["harmful"], "train"),
         split_batches(config, chat, adapter, splits["harmless"], "train"),
         chat.n_post_instruction,
+        final_norm=config.l_low_convention == "reference",
     )
     candidates.save(path)
     return candidates

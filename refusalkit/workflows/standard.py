@@ -98,6 +98,7 @@ def _stability_stage(
             label: per_prompt_activations(
                 session.adapter, session.batches(label, "train"), n_positions,
                 f"stability: {label} train activations",
+                final_norm=config.l_low_convention == "reference",
             )
             for label in ("harmful", "harmless")
         }  # fmt: skip
