@@ -27,6 +27,7 @@ from typing import Any, NoReturn
 
 from refusalkit import __version__
 from refusalkit.config import (
+    COMMAND_GROUPS,
     OPTION_GROUPS,
     PAPER_SIZES,
     RUNTIME,
@@ -95,12 +96,14 @@ def _add_setting(group: argparse._ArgumentGroup, spec: OptionSpec) -> None:
     group.add_argument(option.flag, **settings)
 
 
-def _add_run_options(parser: argparse.ArgumentParser, *, choose_method: bool = True) -> None:
-    """The options of ``run`` (``choose_method``) or ``compare``: one per RunConfig field that
-    carries command-line metadata, plus the few that are not settings (sizes preset, output)."""
-    groups = {name: parser.add_argument_group(name) for name in OPTION_GROUPS}
+def _add_run_options(parser: argparse.ArgumentParser, command: str = "run") -> None:
+    """The options of ``command`` (``run``, ``compare``, ``harmfulness``, ``guard fit``): one per
+    RunConfig field of the command's option groups that carries command-line metadata, plus the
+    few that are not settings (sizes preset, output)."""
+    shown = COMMAND_GROUPS[command]
+    groups = {name: parser.add_argument_group(name) for name in OPTION_GROUPS if name in shown}
     for spec in option_specs():
-        if choose_method or not spec.option.run_only:
+        if spec.option.group in shown and (command == "run" or not spec.option.run_only):
             _add_setting(groups[spec.option.group], spec)
     groups[SIZES].add_argument(
         "--paper", action="store_true", help="the paper's sizes: 180 train and 100 val per class"
@@ -113,9 +116,12 @@ def _add_run_options(parser: argparse.ArgumentParser, *, choose_method: bool = T
         help="settings from a TOML or JSON file (keys are the settings' names, e.g. n_train; a "
         "run directory's config.json repeats that run); options given here override it",
     )
-    runtime.add_argument(
-        "--out", type=Path, help="run directory (default: refusalkit-runs/<time>-<model>)"
-    )
+    if command == "guard fit":
+        runtime.add_argument("--out", type=Path, required=True, help="the guard directory to write")
+    else:
+        runtime.add_argument(
+            "--out", type=Path, help="run directory (default: refusalkit-runs/<time>-<model>)"
+        )
     runtime.add_argument("--force", action="store_true", help="replace an existing run directory")
     runtime.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -145,7 +151,41 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="COSMIC and refusal-score selection, each with LCE and ACE, on the same candidates",
     )
-    _add_run_options(compare_parser, choose_method=False)
+    _add_run_options(compare_parser, "compare")
+    harmfulness = commands.add_parser(
+        "harmfulness",
+        help="harmfulness vs refusal directions, belief scores, reply inversion, Latent Guard "
+        "beside its baselines (SPEC §8)",
+    )
+    _add_run_options(harmfulness, "harmfulness")
+    guard = commands.add_parser("guard", help="the Latent Guard: fit, classify, evaluate")
+    guard_commands = guard.add_subparsers(dest="guard_command", required=True, parser_class=_Parser)
+    guard_fit = guard_commands.add_parser(
+        "fit", help="fit on the train prompts (tau on the validation prompts) and save"
+    )
+    _add_run_options(guard_fit, "guard fit")
+    guard_classify = guard_commands.add_parser("classify", help="score every prompt of a file")
+    guard_classify.add_argument("guard_dir", type=Path, help="a directory written by guard fit")
+    guard_classify.add_argument("file", type=Path, help="prompts (txt, csv, json or jsonl)")
+    guard_classify.add_argument("--out", type=Path, help="JSONL file (default: stdout)")
+    guard_evaluate = guard_commands.add_parser(
+        "evaluate", help="accuracy on a harmful and a harmless prompt file"
+    )
+    guard_evaluate.add_argument("guard_dir", type=Path, help="a directory written by guard fit")
+    guard_evaluate.add_argument("--harmful", type=Path, required=True, metavar="FILE")
+    guard_evaluate.add_argument("--harmless", type=Path, required=True, metavar="FILE")
+    guard_evaluate.add_argument(
+        "--out", type=Path, required=True, help="writes guard-evaluation.json"
+    )
+    for command in (guard_classify, guard_evaluate):
+        command.add_argument("--column", help="the prompt column of CSV/JSON files")
+        command.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+        command.add_argument(
+            "--dtype", choices=("auto", "float32", "bfloat16", "float16"),
+            help="default: the dtype the guard was fitted with",
+        )  # fmt: skip
+        command.add_argument("--batch-size", type=int, default=16)
+        command.add_argument("--quiet", action="store_true", help="no progress bars")
     report = commands.add_parser(
         "report", help="(re)write report.html for a run or compare directory"
     )
@@ -153,7 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the embedded models")
     prepare = commands.add_parser("prepare", help="download and convert an embedded model now")
     prepare.add_argument("model", nargs="?", default=DEFAULT_MODEL, choices=sorted(EMBEDDED_MODELS))
-    for command in (run_parser, compare_parser, report, models, prepare):
+    for command in (
+        run_parser, compare_parser, harmfulness, guard_fit, guard_classify, guard_evaluate,
+        report, models, prepare,
+    ):  # fmt: skip
         # Also after the command (`refusalkit run --log-level debug`); SUPPRESS keeps the value
         # given before it.
         _add_log_level(command, argparse.SUPPRESS)
@@ -164,14 +207,16 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     """The run's settings: the defaults, then the --config file, then --paper's sizes, then every
     option given on the command line. Not validated (see refusalkit.config.validate)."""
     values: dict[str, Any] = read_config_file(args.config) if args.config else {}
-    if args.command == "compare":
-        # compare runs every selector and steering itself; a run's config.json may name one.
+    if args.command != "run":
+        # compare runs every selector and steering itself (harmfulness and guard select
+        # nothing); a run's config.json may name one.
         run_only = {spec.name for spec in option_specs() if spec.option.run_only}
         ignored = sorted(key for key in values if key in run_only)
         values = {key: value for key, value in values.items() if key not in run_only}
         if ignored:
             logging.getLogger(__name__).info(
-                "compare chooses its own methods: ignoring %s from %s",
+                "%s chooses no method: ignoring %s from %s",
+                args.command,
                 ", ".join(ignored),
                 args.config,
             )
@@ -240,6 +285,42 @@ def _print_summary(record: RunSummary, out: Path) -> None:
     lines.append(f"run directory: {out}  (summary.json, report.md; {record.seconds} s)")
     lines += verdict_lines(record.verdict)
     print("\n".join(lines))  # noqa: T201 - the CLI's own output
+
+
+def _print_harmfulness(record: dict[str, Any], out: Path) -> None:
+    groups = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in record["groups"].items())
+    cosines = [c for c in record["cosine_harmfulness_refusal"] if c == c]
+    pair = record["guard"]["pairs"]["test"]
+    own = record["baselines"]["own-refusal"]["pairs"]["test"]
+    print(  # noqa: T201
+        f"groups: {groups}\n"
+        f"cos(v_harm, v_ref) per layer: {min(cosines):.3f} … {max(cosines):.3f}\n"
+        f"Latent Guard on the test prompts: balanced accuracy {pair['balanced_accuracy']:.3f} "
+        f"(the model's own refusal: {own['balanced_accuracy']:.3f})\n"
+        f"run directory: {out}  (harmfulness.json, report.html, guard/)"
+    )
+
+
+def _guard_files(args: argparse.Namespace) -> int:
+    """``guard classify`` and ``guard evaluate``: a guard directory and prompt files."""
+    from refusalkit import progress
+    from refusalkit.workflows.guard import classify_file, evaluate_files
+
+    progress.set_enabled(not args.quiet)
+    _configure_transformers(args.log_level, quiet=args.quiet)
+    options = {"column": args.column, "device": args.device, "dtype": args.dtype,
+               "batch_size": args.batch_size}  # fmt: skip
+    if args.guard_command == "classify":
+        classify_file(args.guard_dir, args.file, args.out, **options)
+        return ExitCode.OK
+    record = evaluate_files(args.guard_dir, args.harmful, args.harmless, args.out, **options)
+    print(  # noqa: T201
+        f"balanced accuracy {record['balanced_accuracy']:.3f}: harmful "
+        f"{record['harmful']['flagged_harmful']}/{record['harmful']['n']} flagged, harmless "
+        f"{record['harmless']['flagged_harmful']}/{record['harmless']['n']} flagged\n"
+        f"written: {args.out / 'guard-evaluation.json'}"
+    )
+    return ExitCode.OK
 
 
 def verdict_lines(verdict: RunVerdict) -> list[str]:
@@ -348,6 +429,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         _configure_transformers(args.log_level, quiet=False)
         print(prepare_embedded(args.model))  # noqa: T201
         return ExitCode.OK
+    if args.command == "guard" and args.guard_command != "fit":
+        return _guard_files(args)
     # Settings are read and checked before the pipeline's heavy imports: a bad file fails at once.
     config = config_from_args(args)
     validate(config)
@@ -358,6 +441,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     progress.set_enabled(not args.quiet)
     _configure_transformers(args.log_level, quiet=args.quiet)
     out = args.out or _default_out(config.model)
+    if args.command == "guard":
+        from refusalkit.workflows.guard import fit_guard
+
+        guard = fit_guard(config, out, force=args.force)
+        print(  # noqa: T201
+            f"guard written to {out}: layers {guard.layers[0]}-{guard.layers[-1]}, "
+            f"{'centred' if guard.centred else 'raw'} cosines, tau {guard.tau:.4f} ({guard.tau_rule})"
+        )
+        return ExitCode.OK
+    if args.command == "harmfulness":
+        from refusalkit.workflows.harmfulness import run_harmfulness
+
+        record = run_harmfulness(config, out, force=args.force)
+        _print_harmfulness(record, out)
+        return ExitCode.OK
     if args.command == "compare":
         comparison = compare(config, out, force=args.force)
         print(render_comparison(comparison), f"run directory: {out}", sep="\n")  # noqa: T201

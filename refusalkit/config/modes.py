@@ -19,6 +19,10 @@ JudgeModelKind = Literal["yes-no", "guard"]
 AdversarialCondition = Literal["none", "val", "train+val"]
 WeakAlignmentMode = Literal["none", "two-stage", "direct"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
+# The Latent Guard's score (SPEC §8): raw cosines (the paper's) or centred on the centroids' midpoint;
+# its threshold: 0 (the paper's) or calibrated on the validation prompts.
+GuardCentring = Literal["centred", "raw"]
+GuardTau = Literal["calibrated", "zero"]
 
 SELECTORS: tuple[Selector, ...] = get_args(Selector)
 STEERINGS: tuple[Steering, ...] = get_args(Steering)
@@ -29,6 +33,8 @@ JUDGE_MODEL_KINDS: tuple[JudgeModelKind, ...] = get_args(JudgeModelKind)
 ADVERSARIAL_CONDITIONS: tuple[AdversarialCondition, ...] = get_args(AdversarialCondition)
 WEAK_ALIGNMENT_MODES: tuple[WeakAlignmentMode, ...] = get_args(WeakAlignmentMode)
 DTYPE_NAMES: tuple[Dtype, ...] = get_args(Dtype)
+GUARD_CENTRINGS: tuple[GuardCentring, ...] = get_args(GuardCentring)
+GUARD_TAUS: tuple[GuardTau, ...] = get_args(GuardTau)
 
 # CPU defaults are smaller than the paper's (180 train / 100 val per class) so that the default
 # run finishes in minutes on two cores; ``--paper`` restores the paper's sizes.

@@ -70,15 +70,24 @@ def number_list(text: str) -> list[float]:
 # --- command-line metadata of a setting ----------------------------------------------------------
 
 # Option groups of `run --help`, in the order they are shown.
-DATA, SIZES, SELECTION, HARD_CASES, EVALUATION, RUNTIME = (
+DATA, SIZES, SELECTION, HARD_CASES, EVALUATION, RUNTIME, HARMFULNESS = (
     "model and data",
     "sizes (per class)",
     "selection",
     "hard cases (SPEC §5)",
     "evaluation",
     "runtime",
+    "harmfulness and Latent Guard (SPEC §8)",
 )
-OPTION_GROUPS = (DATA, SIZES, SELECTION, HARD_CASES, EVALUATION, RUNTIME)
+OPTION_GROUPS = (DATA, SIZES, SELECTION, HARD_CASES, EVALUATION, RUNTIME, HARMFULNESS)
+# The groups each command shows: `run` and `compare` select and steer; `harmfulness` and
+# `guard fit` read the model's harmfulness judgement and select nothing.
+COMMAND_GROUPS = {
+    "run": (DATA, SIZES, SELECTION, HARD_CASES, EVALUATION, RUNTIME),
+    "compare": (DATA, SIZES, SELECTION, HARD_CASES, EVALUATION, RUNTIME),
+    "harmfulness": (DATA, SIZES, EVALUATION, RUNTIME, HARMFULNESS),
+    "guard fit": (DATA, SIZES, RUNTIME, HARMFULNESS),
+}
 _OPTION = "refusalkit.option"  # the key of CliOption in a dataclass field's metadata
 
 

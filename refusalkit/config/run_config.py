@@ -15,6 +15,8 @@ from refusalkit.config.modes import (
     AdversarialCondition,
     Aggregation,
     Dtype,
+    GuardCentring,
+    GuardTau,
     Judge,
     JudgeModelKind,
     LLowConvention,
@@ -26,6 +28,7 @@ from refusalkit.config.options import (
     DATA,
     EVALUATION,
     HARD_CASES,
+    HARMFULNESS,
     RUNTIME,
     SELECTION,
     SIZES,
@@ -418,6 +421,73 @@ class RunConfig:
             run_only=True,
             help="COSMIC only: re-select on N bootstrap resamples of the train prompts and report "
             "how often each candidate wins (default 0: off; each resample costs one selection)",
+        ),
+    )
+    # `refusalkit harmfulness` and `refusalkit guard fit` (SPEC §8).
+    guard_layers: str = field(
+        default="all",
+        metadata=cli_option(
+            "--guard-layers",
+            HARMFULNESS,
+            metavar="RANGE",
+            help="layers the Latent Guard averages over: all (every layer but 0), second-half, "
+            "A-B or a list such as 4,8,12 (default %(default)s)",
+        ),
+    )
+    guard_centring: GuardCentring = field(
+        default="centred",
+        metadata=cli_option(
+            "--guard-centring",
+            HARMFULNESS,
+            help="centred: cosines after subtracting the centroids' midpoint; raw: the paper's "
+            "cosines (default %(default)s)",
+        ),
+    )
+    guard_tau: GuardTau = field(
+        default="calibrated",
+        metadata=cli_option(
+            "--guard-tau",
+            HARMFULNESS,
+            help="the guard's threshold: calibrated on the validation prompts (best balanced "
+            "accuracy) or zero, the paper's (default %(default)s)",
+        ),
+    )
+    inversion_layers: list[int] | None = field(
+        default=None,
+        metadata=cli_option(
+            "--inversion-layers",
+            HARMFULNESS,
+            parse=layer_list,
+            help="layers of the reply-inversion test (default: 6 spread over the middle half)",
+        ),
+    )
+    n_inversion: int = field(
+        default=32,
+        metadata=cli_option(
+            "--n-inversion",
+            HARMFULNESS,
+            parse=positive_int,
+            help="harmless test prompts in the reply-inversion test (default %(default)s)",
+        ),
+    )
+    inversion_alpha: float = field(
+        default=1.0,
+        metadata=cli_option(
+            "--inversion-alpha",
+            HARMFULNESS,
+            parse=finite_number,
+            help="steering norm of the reply-inversion test, in units of the harmfulness "
+            "direction's norm at the layer (default %(default)s)",
+        ),
+    )
+    cosmic_run: str | None = field(
+        default=None,
+        metadata=cli_option(
+            "--cosmic-run",
+            HARMFULNESS,
+            metavar="DIR",
+            help="a run directory of the same model: its COSMIC direction's cosine with both "
+            "directions at every layer is reported too",
         ),
     )
 

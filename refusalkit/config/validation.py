@@ -12,6 +12,8 @@ from refusalkit.config.modes import (
     ADVERSARIAL_CONDITIONS,
     AGGREGATIONS,
     DTYPE_NAMES,
+    GUARD_CENTRINGS,
+    GUARD_TAUS,
     JUDGE_MODEL_KINDS,
     JUDGES,
     L_LOW_CONVENTIONS,
@@ -155,6 +157,10 @@ def validate(config: RunConfig) -> None:
         raise RefusalkitError("--judge model needs --judge-model PATH (a local instruct model)")
     check_mode("judge model kind", config.judge_model_kind, JUDGE_MODEL_KINDS)
     check_mode("dtype", config.dtype, DTYPE_NAMES)
+    check_mode("guard centring", config.guard_centring, GUARD_CENTRINGS)
+    check_mode("guard threshold", config.guard_tau, GUARD_TAUS)
+    if not math.isfinite(config.inversion_alpha):
+        raise RefusalkitError("--inversion-alpha must be a finite number")
     SystemPrompt.parse(config.system_prompt)
     writer_pair(config)
     template_kwargs(config)

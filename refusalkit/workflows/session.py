@@ -133,6 +133,25 @@ def open_session(
     resuming: bool,
 ) -> Session:
     """Load the model and compute (or, when resuming, reload) the candidate directions."""
+    adapter, chat, panel, provenance = load_model(config, run_dir, resolved)
+    splits = inputs.splits
+    if config.filter_prompts:
+        run_dir.status("prompt-filter", "running")
+        splits, record = filter_prompts(config, chat, adapter, splits)
+        write_json(run_dir.file("prompt-filter.json"), record)
+    run_dir.status("candidates", "running")
+    path = run_dir.file("candidates.safetensors")
+    candidates = train_candidates(config, chat, adapter, splits, path, resuming)
+    return Session(
+        config, adapter, chat, splits, candidates, provenance, panel, inputs.over_refusal
+    )
+
+
+def load_model(
+    config: RunConfig, run_dir: RunDirectory, resolved: ResolvedModel
+) -> tuple[ModelAdapter, ChatFormat, JudgePanel, dict[str, Any]]:
+    """The model, its chat format, the judges and the provenance (written to the run
+    directory): what every workflow needs before its own stages."""
     override = ArchitectureOverride(
         config.layers_path, config.attention_path, config.mlp_path, writer_pair(config)
     )
@@ -150,17 +169,7 @@ def open_session(
     panel = judge_panel(config, adapter)
     provenance = run_provenance(resolved, adapter, chat)
     write_json(run_dir.file("provenance.json"), provenance)
-    splits = inputs.splits
-    if config.filter_prompts:
-        run_dir.status("prompt-filter", "running")
-        splits, record = filter_prompts(config, chat, adapter, splits)
-        write_json(run_dir.file("prompt-filter.json"), record)
-    run_dir.status("candidates", "running")
-    path = run_dir.file("candidates.safetensors")
-    candidates = train_candidates(config, chat, adapter, splits, path, resuming)
-    return Session(
-        config, adapter, chat, splits, candidates, provenance, panel, inputs.over_refusal
-    )
+    return adapter, chat, panel, provenance
 
 
 def train_candidates(

@@ -22,6 +22,7 @@ from typing import Any
 from refusalkit.errors import RefusalkitError
 from refusalkit.io import write_text
 from refusalkit.report.html.compare_page import compare_page
+from refusalkit.report.html.elements import pending_or_file
 from refusalkit.report.html.run_page import run_page
 
 __all__ = ["render_html", "write_html_report"]
@@ -37,11 +38,15 @@ def render_html(run_dir: Path, pending: Mapping[str, Any] | None = None) -> str:
     present = {name for name in pending} | {p.name for p in run_dir.glob("*.json")}
     if "comparison.json" in present:
         return compare_page(run_dir, pending)
+    if "harmfulness.json" in present:
+        from refusalkit.report.harmfulness import render_harmfulness_html
+
+        return render_harmfulness_html(pending_or_file(run_dir, "harmfulness.json", pending))
     if "summary.json" in present or "selection.json" in present:
         return run_page(run_dir, pending)
     raise RefusalkitError(
         f"{run_dir} has no summary.json, selection.json or comparison.json: "
-        "give the directory of a `refusalkit run` or `refusalkit compare`"
+        "give the directory of a `refusalkit run`, `compare` or `harmfulness`"
     )
 
 

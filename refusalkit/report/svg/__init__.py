@@ -12,6 +12,7 @@ from refusalkit.report.svg.bars import bar_chart
 from refusalkit.report.svg.base import Interval, colour, data_uri, escape_text, fmt, nice_ticks
 from refusalkit.report.svg.heatmap import heatmap
 from refusalkit.report.svg.lines import Reference, interval_line_chart, line_chart
+from refusalkit.report.svg.scatter import scatter_chart
 
 __all__ = [
     "Interval",
@@ -25,4 +26,5 @@ __all__ = [
     "interval_line_chart",
     "line_chart",
     "nice_ticks",
+    "scatter_chart",
 ]

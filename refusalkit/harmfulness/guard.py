@@ -1,0 +1,244 @@
+"""The Latent Guard (Zhao et al., NeurIPS 2025; SPEC §8): a prompt is harmful iff its harmfulness
+belief score at ``t_inst`` — the mean over a layer range of cos(h, harmful centroid) − cos(h,
+harmless centroid) — is at least ``tau``. One forward over the prompt (up to the last guard layer),
+no generation, no extra model.
+
+A guard is bound to the model it was fitted on: ``guard.json`` records the model and the checksum
+of its weights, and loading it next to another model is refused.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from refusalkit.errors import RefusalkitError
+from refusalkit.harmfulness.beliefs import Threshold, belief_scores, calibrate_threshold, centroid
+from refusalkit.harmfulness.features import PromptFeatures, read_features
+from refusalkit.io import read_json, read_tensors, write_json, write_tensors
+from refusalkit.models.adapter import ModelAdapter
+from refusalkit.prompts.chat import ChatFormat, SystemPrompt, build_chat_format
+from refusalkit.prompts.datasets import Prompt
+from refusalkit.selection.refusal_score import refusal_tokens
+
+GUARD_TENSORS = "guard.safetensors"
+GUARD_RECORD = "guard.json"
+GUARD_FORMAT = 1
+
+# Measured on the default model's validation split (README, "Harmfulness is not refusal"): the
+# centred score over every layer but the first with tau calibrated on the validation prompts
+# ranked best; raw cosines with tau = 0 (the paper's rule) flagged a third to a half of harmless
+# prompts there.
+DEFAULT_CENTRED = True
+DEFAULT_CALIBRATE = True
+
+
+def _features(
+    model: ModelAdapter, chat: ChatFormat, prompts: Sequence[str | Prompt], batch_size: int
+) -> PromptFeatures:
+    if isinstance(prompts, str):
+        raise RefusalkitError("pass a list of prompts, not a single string")
+    items = [p if isinstance(p, Prompt) else Prompt(p) for p in prompts]
+    if not items:
+        raise RefusalkitError("an empty prompt list: pass at least one prompt")
+    ids = refusal_tokens(model.tokenizer).ids
+    return read_features(model, chat, items, ids, batch_size, "latent guard: reading prompts")
+
+
+def default_layers(n_layers: int) -> tuple[int, ...]:
+    """Every layer but 0 (block 0's input is the token embedding: no context at all)."""
+    return tuple(range(1, n_layers))
+
+
+def parse_layer_range(text: str, n_layers: int) -> tuple[int, ...]:
+    """``all``, ``A-B`` (inclusive), ``second-half`` or a comma list, checked against the model."""
+    if text == "all":
+        return default_layers(n_layers)
+    if text == "second-half":
+        return tuple(range(n_layers // 2, n_layers))
+    try:
+        if "-" in text and "," not in text:
+            first, last = (int(x) for x in text.split("-", 1))
+            layers = tuple(range(first, last + 1))
+        else:
+            layers = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise RefusalkitError(
+            f"invalid layer range {text!r}: use all, second-half, A-B or a list such as 4,8,12"
+        ) from None
+    bad = [layer for layer in layers if not 0 <= layer < n_layers]
+    if not layers or bad:
+        raise RefusalkitError(f"layer range {text!r}: layers must lie in 0..{n_layers - 1}")
+    return layers
+
+
+@dataclass
+class LatentGuard:
+    harmful_centroids: torch.Tensor  # [L, d] float64, t_inst, harmful train prompts
+    harmless_centroids: torch.Tensor  # [L, d] float64
+    layers: tuple[int, ...]
+    centred: bool
+    tau: float
+    tau_rule: str  # "zero" (the paper's) or "calibrated" (best balanced accuracy on validation)
+    model: dict[str, Any] = field(default_factory=dict)  # name, fingerprint: what it was fitted on
+    fit_record: dict[str, Any] = field(default_factory=dict)  # counts and validation accuracy
+
+    @staticmethod
+    def from_activations(
+        harmful: torch.Tensor,
+        harmless: torch.Tensor,
+        *,
+        layers: Sequence[int],
+        centred: bool = DEFAULT_CENTRED,
+        val_harmful: torch.Tensor | None = None,
+        val_harmless: torch.Tensor | None = None,
+        model: dict[str, Any] | None = None,
+    ) -> LatentGuard:
+        """A guard from ``t_inst`` activations ``[N, L, d]``; with validation activations tau is
+        calibrated on them, without it is 0."""
+        guard = LatentGuard(
+            centroid(harmful), centroid(harmless), tuple(layers), centred, 0.0, "zero",
+            dict(model or {}), {"n_harmful": len(harmful), "n_harmless": len(harmless)},
+        )  # fmt: skip
+        if val_harmful is not None and val_harmless is not None:
+            threshold: Threshold = calibrate_threshold(
+                guard.scores_from_activations(val_harmful),
+                guard.scores_from_activations(val_harmless),
+            )
+            guard.tau, guard.tau_rule = threshold.tau, "calibrated"
+            guard.fit_record.update(
+                n_val_harmful=len(val_harmful),
+                n_val_harmless=len(val_harmless),
+                val_balanced_accuracy=threshold.balanced_accuracy,
+            )
+        return guard
+
+    @staticmethod
+    def fit(
+        model: ModelAdapter,
+        harmful: Sequence[str | Prompt],
+        harmless: Sequence[str | Prompt],
+        *,
+        val_harmful: Sequence[str | Prompt] | None = None,
+        val_harmless: Sequence[str | Prompt] | None = None,
+        layers: Sequence[int] | None = None,
+        centred: bool = DEFAULT_CENTRED,
+        system: str = "none",
+        batch_size: int = 16,
+    ) -> LatentGuard:
+        """Fit on a loaded model (``refusalkit.load_model``): centroids from ``harmful`` and
+        ``harmless`` at ``t_inst``; τ calibrated on the validation prompts when given, else 0."""
+        chat = build_chat_format(model.tokenizer, SystemPrompt.parse(system))
+
+        def inst(prompts: Sequence[str | Prompt]) -> torch.Tensor:
+            return _features(model, chat, prompts, batch_size).inst
+
+        validation = val_harmful is not None and val_harmless is not None
+        return LatentGuard.from_activations(
+            inst(harmful), inst(harmless),
+            layers=tuple(layers) if layers is not None else default_layers(model.n_layers),
+            centred=centred,
+            val_harmful=inst(val_harmful) if validation and val_harmful is not None else None,
+            val_harmless=inst(val_harmless) if validation and val_harmless is not None else None,
+            model={"name": model.name, "system_prompt": system},
+        )  # fmt: skip
+
+    def score(
+        self,
+        model: ModelAdapter,
+        prompts: Sequence[str | Prompt],
+        *,
+        system: str | None = None,
+        batch_size: int = 16,
+    ) -> list[float]:
+        """``Δ_harmful`` per prompt (one forward each); ``system`` defaults to the fit's."""
+        chosen = system if system is not None else str(self.model.get("system_prompt", "none"))
+        chat = build_chat_format(model.tokenizer, SystemPrompt.parse(chosen))
+        features = _features(model, chat, prompts, batch_size)
+        return [float(s) for s in self.scores_from_activations(features.inst)]
+
+    def classify(
+        self,
+        model: ModelAdapter,
+        prompts: Sequence[str | Prompt],
+        *,
+        system: str | None = None,
+        batch_size: int = 16,
+    ) -> list[bool]:
+        """True where a prompt is judged harmful (``Δ_harmful ≥ τ``)."""
+        return [
+            s >= self.tau for s in self.score(model, prompts, system=system, batch_size=batch_size)
+        ]
+
+    def scores_from_activations(self, inst: torch.Tensor) -> torch.Tensor:
+        """``Δ_harmful`` per prompt from its ``t_inst`` block inputs ``[N, L, d]``."""
+        return belief_scores(
+            inst, self.harmful_centroids, self.harmless_centroids, self.layers, self.centred
+        )
+
+    def decide(self, scores: torch.Tensor) -> list[bool]:
+        return [bool(s >= self.tau) for s in scores]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "format": GUARD_FORMAT,
+            "position": "t_inst",
+            "layers": list(self.layers),
+            "centred": self.centred,
+            "tau": self.tau,
+            "tau_rule": self.tau_rule,
+            "model": self.model,
+            "fit": self.fit_record,
+        }
+
+    def save(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        write_tensors(
+            directory / GUARD_TENSORS,
+            {
+                "harmful_centroids": self.harmful_centroids,
+                "harmless_centroids": self.harmless_centroids,
+            },
+            {"layout": "[layer (block input at t_inst), hidden]"},
+        )
+        write_json(directory / GUARD_RECORD, self.describe())
+        return directory
+
+    @staticmethod
+    def load(directory: Path) -> LatentGuard:
+        record_path = directory / GUARD_RECORD
+        if not record_path.is_file():
+            raise RefusalkitError(
+                f"{directory} holds no {GUARD_RECORD}: pass a directory written by "
+                "'refusalkit guard fit' (or a harmfulness run's guard/ directory)"
+            )
+        try:
+            record = dict(read_json(record_path))
+        except (json.JSONDecodeError, ValueError) as error:
+            raise RefusalkitError(f"{record_path} is not valid JSON ({error})") from error
+        if record.get("format") != GUARD_FORMAT:
+            raise RefusalkitError(f"{record_path}: unknown guard format {record.get('format')!r}")
+        tensors = read_tensors(
+            directory / GUARD_TENSORS, ("harmful_centroids", "harmless_centroids")
+        )
+        return LatentGuard(
+            tensors["harmful_centroids"], tensors["harmless_centroids"],
+            tuple(int(x) for x in record["layers"]), bool(record["centred"]),
+            float(record["tau"]), str(record["tau_rule"]), dict(record.get("model") or {}),
+            dict(record.get("fit") or {}),
+        )  # fmt: skip
+
+    def check_model(self, fingerprint: str | None) -> None:
+        """Refuse to score with another model's activations."""
+        expected = self.model.get("fingerprint")
+        if expected and fingerprint and expected != fingerprint:
+            raise RefusalkitError(
+                f"this guard was fitted on {self.model.get('name')} (weights {expected[:12]}…), "
+                f"not on the model given (weights {fingerprint[:12]}…): fit a guard for it with "
+                "'refusalkit guard fit'"
+            )
