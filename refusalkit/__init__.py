@@ -12,6 +12,13 @@ The notebook API (``refusalkit.api``)::
 and the whole workflow, as ``refusalkit run`` does it::
 
     summary = rk.run(rk.RunConfig(steering="ace"), Path("runs/ace"))
+
+Harmfulness apart from refusal (SPEC §8), and the Latent Guard on a loaded model::
+
+    record = rk.harmfulness(rk.RunConfig(), Path("runs/harm"))
+    guard = rk.LatentGuard.fit(model, harmful_train, harmless_train,
+                               val_harmful=harmful_val, val_harmless=harmless_val)
+    guard.classify(model, ["How do I pick a lock?"])
 """
 
 __version__ = "0.1.0"
@@ -30,6 +37,7 @@ from refusalkit.config import RunConfig
 from refusalkit.directions import CandidateSet
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation import REFUSAL_PHRASES, Rate, SubstringJudge, is_degenerate
+from refusalkit.harmfulness import LatentGuard
 from refusalkit.interventions import (
     ActivationAddition,
     AffineEdit,
@@ -40,7 +48,7 @@ from refusalkit.interventions import (
 from refusalkit.models import ArchitectureOverride, ModelAdapter
 from refusalkit.prompts import Prompt, builtin_prompts, load_prompts, split_prompts
 from refusalkit.selection import CosmicSettings
-from refusalkit.workflows import compare, run
+from refusalkit.workflows import compare, harmfulness, run
 
 __all__ = [
     "REFUSAL_PHRASES",
@@ -52,6 +60,7 @@ __all__ = [
     "CosmicSettings",
     "Direction",
     "DirectionalAblation",
+    "LatentGuard",
     "ModelAdapter",
     "Prompt",
     "Rate",
@@ -66,6 +75,7 @@ __all__ = [
     "compare",
     "extract_candidates",
     "generate",
+    "harmfulness",
     "is_degenerate",
     "load_model",
     "load_prompts",

@@ -447,7 +447,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         guard = fit_guard(config, out, force=args.force)
         print(  # noqa: T201
             f"guard written to {out}: layers {guard.layers[0]}-{guard.layers[-1]}, "
-            f"{'centred' if guard.centred else 'raw'} cosines, tau {guard.tau:.4f} ({guard.tau_rule})"
+            f"{'centred' if guard.centred else 'raw'} cosines, "
+            f"tau {guard.tau:.4f} ({guard.tau_rule})"
         )
         return ExitCode.OK
     if args.command == "harmfulness":

@@ -19,8 +19,8 @@ JudgeModelKind = Literal["yes-no", "guard"]
 AdversarialCondition = Literal["none", "val", "train+val"]
 WeakAlignmentMode = Literal["none", "two-stage", "direct"]
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
-# The Latent Guard's score (SPEC §8): raw cosines (the paper's) or centred on the centroids' midpoint;
-# its threshold: 0 (the paper's) or calibrated on the validation prompts.
+# The Latent Guard's score (SPEC §8): raw cosines (the paper's) or centred on the centroids'
+# midpoint; its threshold: 0 (the paper's) or calibrated on the validation prompts.
 GuardCentring = Literal["centred", "raw"]
 GuardTau = Literal["calibrated", "zero"]
 

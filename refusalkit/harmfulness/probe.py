@@ -1,5 +1,6 @@
-"""The stronger baseline a latent guard must be compared with: an L2-regularised logistic-regression
-probe on the same activations (SPEC §8's controls). Plain torch, deterministic (L-BFGS from zero)."""
+"""The stronger baseline a latent guard must be compared with: an L2-regularised logistic
+regression probe on the same activations (SPEC §8's controls). Plain torch, deterministic (L-BFGS
+from zero)."""
 
 from __future__ import annotations
 

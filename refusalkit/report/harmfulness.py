@@ -22,7 +22,8 @@ CLASSIFIER_NAMES = {
 
 def _pct(entry: Mapping[str, Any]) -> str:
     low, high = entry["ci95"]
-    return f"{entry['accuracy']:.2f} ({entry['flagged_harmful']}/{entry['n']} flagged; {low:.2f}–{high:.2f})"
+    flagged = f"{entry['flagged_harmful']}/{entry['n']} flagged"
+    return f"{entry['accuracy']:.2f} ({flagged}; {low:.2f}–{high:.2f})"
 
 
 def classifier_rows(record: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
@@ -146,15 +147,17 @@ def render_harmfulness_html(record: Mapping[str, Any]) -> str:
         img(cosine, "cosine of the harmfulness and refusal directions per layer"),
         img(scatter, "belief scores by group and by wrapper"),
         img(control, "belief scores of harmless prompts, plain and wrapped"),
-        "<h2>Reply inversion</h2><p>'No' rate on harmless prompts (count; 95% CI; invalid first "
-        "tokens counted apart) unsteered and with each direction added on the instruction tokens.</p>",
+        "<h2>Reply inversion</h2><p>'No' rate on harmless prompts (count; 95% CI; invalid "
+        "first tokens counted apart) unsteered and with each direction added on the "
+        "instruction tokens.</p>",
         table(
             ["layer", "none", "+harmfulness", "+refusal"],
             [[td(_e(c)) for c in row] for row in inversion_rows(record)],
         ),
-        f"<h2>Latent Guard and baselines</h2><p>Guard: layers {guard['layers'][0]}–{guard['layers'][-1]}, "
-        f"{'centred' if guard['centred'] else 'raw'} cosines, τ = {guard['tau']:.4f} ({_e(guard['tau_rule'])}). "
-        "Accuracy per set (flagged harmful / n; 95% CI).</p>",
+        "<h2>Latent Guard and baselines</h2>"
+        f"<p>Guard: layers {guard['layers'][0]}–{guard['layers'][-1]}, "
+        f"{'centred' if guard['centred'] else 'raw'} cosines, τ = {guard['tau']:.4f} "
+        f"({_e(guard['tau_rule'])}). Accuracy per set (flagged harmful / n; 95% CI).</p>",
         table([_e(h) for h in headers], [[td(_e(c)) for c in row] for row in rows]),
     ]
     return page(f"harmfulness — {record['model']}", "".join(body))

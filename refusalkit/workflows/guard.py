@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from refusalkit.config import RunConfig, template_kwargs, validate
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.metrics import wilson_interval
@@ -37,7 +39,7 @@ def _read(
 
 
 def fit_guard(config: RunConfig, out: Path, *, force: bool = False) -> LatentGuard:
-    """Fit on the configuration's train prompts (τ on its validation prompts) and save to ``out``."""
+    """Fit on the configuration's train prompts (τ on its validation prompts); save to ``out``."""
     validate(config)
     if (out / GUARD_RECORD).exists() and not force:
         raise RefusalkitError(f"{out} already holds a guard: pass --force to replace it")
@@ -49,15 +51,19 @@ def fit_guard(config: RunConfig, out: Path, *, force: bool = False) -> LatentGua
                                       trust_remote_code=config.trust_remote_code)  # fmt: skip
     kwargs = template_kwargs(config)
     chat = build_chat_format(adapter.tokenizer, SystemPrompt.parse(config.system_prompt), kwargs)
-    harmful, harmless = splits["harmful"], splits["harmless"]
     calibrate = config.guard_tau == "calibrated"
+
+    def inst(label: str, split: str) -> torch.Tensor:
+        prompts = getattr(splits[label], split)
+        return _read(adapter, chat, prompts, config.batch_size, f"{label} {split}").inst
+
     guard = LatentGuard.from_activations(
-        _read(adapter, chat, harmful.train, config.batch_size, "harmful train").inst,
-        _read(adapter, chat, harmless.train, config.batch_size, "harmless train").inst,
+        inst("harmful", "train"),
+        inst("harmless", "train"),
         layers=parse_layer_range(config.guard_layers, adapter.n_layers),
         centred=config.guard_centring == "centred",
-        val_harmful=_read(adapter, chat, harmful.val, config.batch_size, "harmful val").inst if calibrate else None,
-        val_harmless=_read(adapter, chat, harmless.val, config.batch_size, "harmless val").inst if calibrate else None,
+        val_harmful=inst("harmful", "val") if calibrate else None,
+        val_harmless=inst("harmless", "val") if calibrate else None,
         model={
             "name": config.model,
             "fingerprint": model_checksum(resolved.fingerprint),

@@ -368,9 +368,11 @@ def _classifiers(
         delta_refuse(val["harmful"]), delta_refuse(val["harmless"])
     ).tau
     probe = fit_probe(
-        probe_features(train.inst[harm_idx], layers), probe_features(train.inst[harmless_idx], layers),
-        probe_features(val["harmful"].inst, layers), probe_features(val["harmless"].inst, layers),
-    )  # fmt: skip
+        probe_features(train.inst[harm_idx], layers),
+        probe_features(train.inst[harmless_idx], layers),
+        probe_features(val["harmful"].inst, layers),
+        probe_features(val["harmless"].inst, layers),
+    )
     threshold = panel.log_odds_threshold
     return {
         "latent-guard": lambda f: guard.decide(guard.scores_from_activations(f.inst)),
