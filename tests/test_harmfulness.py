@@ -229,6 +229,11 @@ def test_harmfulness_command_writes_the_contract(model_dir, tmp_path, capsys):
     assert (out / "guard" / "guard.json").is_file() and (out / "report.html").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["workflow"] == "harmfulness" and summary["groups"] == groups
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/svg+xml") == 3 and "Reply inversion" in html
+    code, _, err = _cli(capsys, "report", out)  # re-rendered from the finished directory
+    assert code == 0, err
+    assert (out / "report.html").read_text() == html
 
     # The run's guard works on user files at once.
     harmful_file, harmless_file = tmp_path / "h.txt", tmp_path / "b.txt"
@@ -258,7 +263,8 @@ def test_guard_fit_writes_a_guard_and_refuses_to_overwrite(model_dir, tmp_path, 
     args = ["guard", "fit", "--model", model_dir, "--n-train", "6", "--n-val", "3", "--quiet",
             "--guard-tau", "zero", "--guard-centring", "raw", "--out", out]  # fmt: skip
     code, stdout, err = _cli(capsys, *args)
-    assert code == 0, err and "guard written" in stdout
+    assert code == 0, err
+    assert "guard written" in stdout
     record = json.loads((out / "guard.json").read_text())
     assert record["tau"] == 0.0 and record["centred"] is False and record["model"]["fingerprint"]
     code, _, err = _cli(capsys, *args)
@@ -286,3 +292,17 @@ def test_harmfulness_features_agree_with_encode_batches_order(adapter):
             float(alone.refusal_log_odds[0]), abs=1e-4
         )
     assert len(encode_batches(chat, prompts, 3, adapter.device)) == 1
+
+
+def test_a_guard_model_is_evaluated_beside_the_latent_guard(model_dir, tmp_path, capsys):
+    phrases = tmp_path / "phrases.txt"
+    phrases.write_text(LETTER_PHRASES)
+    out = tmp_path / "run"
+    code, _, err = _cli(capsys, "harmfulness", "--model", model_dir, *SMALL,
+                        "--refusal-phrases", phrases, "--judge-model", model_dir,
+                        "--judge-model-kind", "guard", "--out", out)  # fmt: skip
+    assert code == 0, err
+    record = json.loads((out / "harmfulness.json").read_text())
+    guard_model = record["baselines"]["guard-model"]["sets"]
+    assert set(guard_model) == set(record["guard"]["evaluation"])
+    assert all(0 <= entry["flagged_harmful"] <= entry["n"] for entry in guard_model.values())
