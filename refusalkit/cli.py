@@ -158,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
         "beside its baselines (SPEC §8)",
     )
     _add_run_options(harmfulness, "harmfulness")
+    geometry = commands.add_parser(
+        "geometry",
+        help="per-category refusal directions: angles, spectrum, cross-category and subspace "
+        "ablation, cone check (SPEC §9)",
+    )
+    _add_run_options(geometry, "geometry")
     guard = commands.add_parser("guard", help="the Latent Guard: fit, classify, evaluate")
     guard_commands = guard.add_subparsers(dest="guard_command", required=True, parser_class=_Parser)
     guard_fit = guard_commands.add_parser(
@@ -194,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("prepare", help="download and convert an embedded model now")
     prepare.add_argument("model", nargs="?", default=DEFAULT_MODEL, choices=sorted(EMBEDDED_MODELS))
     for command in (
-        run_parser, compare_parser, harmfulness, guard_fit, guard_classify, guard_evaluate,
+        run_parser, compare_parser, harmfulness, geometry, guard_fit, guard_classify,
+        guard_evaluate,
         report, models, prepare,
     ):  # fmt: skip
         # Also after the command (`refusalkit run --log-level debug`); SUPPRESS keeps the value
@@ -449,6 +456,17 @@ def _dispatch(args: argparse.Namespace) -> int:
             f"guard written to {out}: layers {guard.layers[0]}-{guard.layers[-1]}, "
             f"{'centred' if guard.centred else 'raw'} cosines, "
             f"tau {guard.tau:.4f} ({guard.tau_rule})"
+        )
+        return ExitCode.OK
+    if args.command == "geometry":
+        from refusalkit.workflows.geometry import run_geometry
+
+        record = run_geometry(config, out, force=args.force)
+        print(  # noqa: T201
+            f"position {record['position']}, layer {record['layer']}: {len(record['categories'])} "
+            f"categories, {record['n_components_90']} components explain 90%; clusters "
+            + " | ".join(", ".join(g) for g in record["two_clusters"])
+            + f"\nrun directory: {out}  (geometry.json, geometry.md, report.html)"
         )
         return ExitCode.OK
     if args.command == "harmfulness":

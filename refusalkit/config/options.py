@@ -55,6 +55,10 @@ def layer_list(text: str) -> list[int]:
         ) from None
 
 
+def name_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
 def number_list(text: str) -> list[float]:
     try:
         values = [finite_number(part) for part in text.split(",") if part.strip()]
@@ -70,7 +74,7 @@ def number_list(text: str) -> list[float]:
 # --- command-line metadata of a setting ----------------------------------------------------------
 
 # Option groups of `run --help`, in the order they are shown.
-DATA, SIZES, SELECTION, HARD_CASES, EVALUATION, RUNTIME, HARMFULNESS = (
+DATA, SIZES, SELECTION, HARD_CASES, EVALUATION, RUNTIME, HARMFULNESS, GEOMETRY = (
     "model and data",
     "sizes (per class)",
     "selection",
@@ -78,8 +82,9 @@ DATA, SIZES, SELECTION, HARD_CASES, EVALUATION, RUNTIME, HARMFULNESS = (
     "evaluation",
     "runtime",
     "harmfulness and Latent Guard (SPEC §8)",
+    "refusal geometry (SPEC §9)",
 )
-OPTION_GROUPS = (DATA, SIZES, SELECTION, HARD_CASES, EVALUATION, RUNTIME, HARMFULNESS)
+OPTION_GROUPS = (DATA, SIZES, SELECTION, HARD_CASES, EVALUATION, RUNTIME, HARMFULNESS, GEOMETRY)
 # The groups each command shows: `run` and `compare` select and steer; `harmfulness` and
 # `guard fit` read the model's harmfulness judgement and select nothing.
 COMMAND_GROUPS = {
@@ -87,6 +92,7 @@ COMMAND_GROUPS = {
     "compare": (DATA, SIZES, SELECTION, HARD_CASES, EVALUATION, RUNTIME),
     "harmfulness": (DATA, SIZES, EVALUATION, RUNTIME, HARMFULNESS),
     "guard fit": (DATA, SIZES, RUNTIME, HARMFULNESS),
+    "geometry": (DATA, SIZES, SELECTION, EVALUATION, RUNTIME, GEOMETRY),
 }
 _OPTION = "refusalkit.option"  # the key of CliOption in a dataclass field's metadata
 

@@ -27,6 +27,7 @@ from refusalkit.config.modes import (
 from refusalkit.config.options import (
     DATA,
     EVALUATION,
+    GEOMETRY,
     HARD_CASES,
     HARMFULNESS,
     RUNTIME,
@@ -37,6 +38,7 @@ from refusalkit.config.options import (
     field_option,
     finite_number,
     layer_list,
+    name_list,
     non_negative_int,
     number_list,
     positive_int,
@@ -488,6 +490,81 @@ class RunConfig:
             metavar="DIR",
             help="a run directory of the same model: its COSMIC direction's cosine with both "
             "directions at every layer is reported too",
+        ),
+    )
+    # `refusalkit geometry` (SPEC §9).
+    categories: list[str] | None = field(
+        default=None,
+        metadata=cli_option(
+            "--categories",
+            GEOMETRY,
+            parse=name_list,
+            metavar="A,B,C",
+            help="only these harm categories (default: every category of the harmful prompts)",
+        ),
+    )
+    min_per_category: int = field(
+        default=8,
+        metadata=cli_option(
+            "--min-per-category",
+            GEOMETRY,
+            parse=positive_int,
+            help="skip (and name) a category with fewer train prompts (default %(default)s)",
+        ),
+    )
+    position: int | None = field(
+        default=None,
+        metadata=cli_option(
+            "--position",
+            GEOMETRY,
+            parse=int,
+            help="read the directions at this post-instruction position (with --layer; "
+            "default: COSMIC's pick, as in run)",
+        ),
+    )
+    layer: int | None = field(
+        default=None,
+        metadata=cli_option(
+            "--layer", GEOMETRY, parse=non_negative_int, help="the layer (with --position)"
+        ),
+    )
+    from_run: str | None = field(
+        default=None,
+        metadata=cli_option(
+            "--from-run",
+            GEOMETRY,
+            metavar="DIR",
+            help="take the position and layer from a run directory's selection.json",
+        ),
+    )
+    subspace_k: int = field(
+        default=5,
+        metadata=cli_option(
+            "--subspace-k",
+            GEOMETRY,
+            parse=positive_int,
+            help="ablate the top 1..K principal directions (default %(default)s)",
+        ),
+    )
+    cone_samples: int = field(
+        default=32,
+        metadata=cli_option(
+            "--cone-samples",
+            GEOMETRY,
+            parse=non_negative_int,
+            help="non-negative combinations of the category directions ablated in the cone "
+            "check (default %(default)s; 0 skips it)",
+        ),
+    )
+    judge_tokens: int = field(
+        default=24,
+        metadata=cli_option(
+            "--judge-tokens",
+            GEOMETRY,
+            parse=positive_int,
+            help="tokens generated per prompt for the judged refusal rates of the ablations "
+            "(default %(default)s: a refusal shows in its first sentence; 15 conditions are "
+            "judged)",
         ),
     )
 

@@ -38,6 +38,10 @@ def render_html(run_dir: Path, pending: Mapping[str, Any] | None = None) -> str:
     present = {name for name in pending} | {p.name for p in run_dir.glob("*.json")}
     if "comparison.json" in present:
         return compare_page(run_dir, pending)
+    if "geometry.json" in present:
+        from refusalkit.report.geometry import render_geometry_html
+
+        return render_geometry_html(pending_or_file(run_dir, "geometry.json", pending))
     if "harmfulness.json" in present:
         from refusalkit.report.harmfulness import render_harmfulness_html
 
