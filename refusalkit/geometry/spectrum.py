@@ -114,6 +114,4 @@ def quantiles(
     values: Sequence[float], levels: Sequence[float] = (0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0)
 ) -> dict[str, float]:
     ordered = torch.tensor(sorted(values), dtype=torch.float64)
-    return {
-        f"q{int(round(level * 100)):02d}": float(torch.quantile(ordered, level)) for level in levels
-    }
+    return {f"q{round(level * 100):02d}": float(torch.quantile(ordered, level)) for level in levels}

@@ -24,12 +24,10 @@ def _markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> st
 def cross_rows(record: Mapping[str, Any]) -> list[list[str]]:
     """Rows: the ablated category; columns: the tested category (count/n, mean log-odds)."""
     cross = record["cross_ablation"]
-    rows = [[
-        "none (baseline)",
-        *(f"{c}/{n} ({o:+.2f})" for c, n, o in zip(
-            cross["baseline_refusal_count"], cross["n"], cross["baseline_mean_log_odds"], strict=True
-        )),
-    ]]  # fmt: skip
+    baseline = zip(
+        cross["baseline_refusal_count"], cross["n"], cross["baseline_mean_log_odds"], strict=True
+    )
+    rows = [["none (baseline)", *(f"{c}/{n} ({o:+.2f})" for c, n, o in baseline)]]
     for name, counts, odds in zip(
         record["categories"], cross["refusal_count"], cross["mean_log_odds"], strict=True
     ):
@@ -42,9 +40,10 @@ def subspace_rows(record: Mapping[str, Any]) -> list[list[str]]:
     rows = []
     for row in [*record["subspace"], {**record["global_direction"], "k": "global"}]:
         low, high = row["harmful_refusal_ci95"]
+        rate = f"{row['harmful_refusal_rate']:.2f}; {low:.2f}–{high:.2f}"
         rows.append([
             f"top-{row['k']}" if row["k"] != "global" else "global direction",
-            f"{row['harmful_refusal_count']} ({row['harmful_refusal_rate']:.2f}; {low:.2f}–{high:.2f})",
+            f"{row['harmful_refusal_count']} ({rate})",
             f"{row['harmful_mean_log_odds']:+.2f}",
             f"{row['harmless_kl']:.3f}",
         ])  # fmt: skip
@@ -65,7 +64,8 @@ def render_geometry_markdown(record: Mapping[str, Any]) -> str:
         + (f"; skipped: {record['skipped_categories']}" if record["skipped_categories"] else "")
         + ".",
         "",
-        f"Pairwise cosines {min(pairs):.2f} … {max(pairs):.2f} (mean {sum(pairs) / len(pairs):.2f}); "
+        f"Pairwise cosines {min(pairs):.2f} … {max(pairs):.2f} "
+        f"(mean {sum(pairs) / len(pairs):.2f}); "
         f"two clusters: {' | '.join(', '.join(g) for g in record['two_clusters'])}. "
         f"Cosine with the global direction: "
         + ", ".join(f"{c} {v:.2f}" for c, v in zip(cats, record["cosine_with_global"], strict=True))
@@ -91,7 +91,7 @@ def render_geometry_markdown(record: Mapping[str, Any]) -> str:
         _markdown_table(
             ["ablated", "harmful refused (rate; 95% CI)", "mean log-odds", "harmless KL"],
             subspace_rows(record),
-        ),  # fmt: skip
+        ),
     ]
     if cone.get("log_odds_reduction_quantiles"):
         q = cone["log_odds_reduction_quantiles"]
@@ -99,8 +99,9 @@ def render_geometry_markdown(record: Mapping[str, Any]) -> str:
             "",
             f"Cone check ({cone['n_samples']} non-negative combinations): log-odds reduction "
             f"min {q['q00']:.2f}, median {q['q50']:.2f}, max {q['q100']:.2f} (global direction "
-            f"{cone['global_direction_reduction']:.2f}); {cone['share_at_least_half_of_global']:.0%} "
-            "reach at least half of the global direction's reduction.",
+            f"{cone['global_direction_reduction']:.2f}); "
+            f"{cone['share_at_least_half_of_global']:.0%} reach at least half of the global "
+            "direction's reduction.",
         ]
     return "\n".join(parts) + "\n"
 
@@ -144,13 +145,13 @@ def render_geometry_html(record: Mapping[str, Any]) -> str:
         table(
             ["ablated \\ tested", *(_e(c) for c in cats)],
             [[td(_e(c)) for c in row] for row in cross_rows(record)],
-        ),  # fmt: skip
+        ),
         "<h2>Subspace ablation</h2>",
         img(curve, "subspace curve"),
         table(
             ["ablated", "harmful refused", "mean log-odds", "harmless KL"],
             [[td(_e(c)) for c in row] for row in subspace_rows(record)],
-        ),  # fmt: skip
+        ),
     ]
     cone = record["cone"]
     if cone.get("log_odds_reduction_quantiles"):
