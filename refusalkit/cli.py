@@ -164,6 +164,23 @@ def build_parser() -> argparse.ArgumentParser:
         "ablation, cone check (SPEC §9)",
     )
     _add_run_options(geometry, "geometry")
+    export = commands.add_parser(
+        "export", help="write a run's direction into the weights of a model directory"
+    )
+    export.add_argument("run_dir", type=Path, help="a finished run directory")
+    export.add_argument("--out", type=Path, required=True, help="the model directory to write")
+    export.add_argument(
+        "--edit", choices=("ablation", "addition", "ace"), default="ablation",
+        help="ablation: weight orthogonalization (default); addition: the bias form of "
+        "activation addition at the selected layer; ace: refused (no exact weight form)",
+    )  # fmt: skip
+    export.add_argument("--alpha", type=float, default=1.0, help="addition strength (default 1)")
+    export.add_argument(
+        "--dtype", choices=("float32", "bfloat16", "float16"),
+        help="dtype of the saved weights (default: as loaded, float32 on CPU)",
+    )  # fmt: skip
+    export.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    export.add_argument("--quiet", action="store_true", help="no progress bars")
     guard = commands.add_parser("guard", help="the Latent Guard: fit, classify, evaluate")
     guard_commands = guard.add_subparsers(dest="guard_command", required=True, parser_class=_Parser)
     guard_fit = guard_commands.add_parser(
@@ -200,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("prepare", help="download and convert an embedded model now")
     prepare.add_argument("model", nargs="?", default=DEFAULT_MODEL, choices=sorted(EMBEDDED_MODELS))
     for command in (
-        run_parser, compare_parser, harmfulness, geometry, guard_fit, guard_classify,
+        run_parser, compare_parser, harmfulness, geometry, export, guard_fit, guard_classify,
         guard_evaluate,
         report, models, prepare,
     ):  # fmt: skip
@@ -306,6 +323,26 @@ def _print_harmfulness(record: dict[str, Any], out: Path) -> None:
         f"(the model's own refusal: {own['balanced_accuracy']:.3f})\n"
         f"run directory: {out}  (harmfulness.json, report.html, guard/)"
     )
+
+
+def _export(args: argparse.Namespace) -> int:
+    from refusalkit import progress
+    from refusalkit.workflows.export import export_run
+
+    progress.set_enabled(not args.quiet)
+    _configure_transformers(args.log_level, quiet=args.quiet)
+    record = export_run(
+        args.run_dir, args.out, edit=args.edit, alpha=args.alpha, dtype=args.dtype, force=args.force
+    )
+    refusal = record["refusal"]
+    print(  # noqa: T201
+        f"exported {record['edit']} to {args.out}: max logit difference "
+        f"{record['max_logit_difference']:.3g}; completions identical "
+        f"{record['completions_identical']}/{record['completions_compared']}; {refusal['set']} "
+        f"refusal {refusal['run_baseline_refused']}/{refusal['n']} (original) -> "
+        f"{refusal['exported_refused']}/{refusal['n']} (exported)"
+    )
+    return ExitCode.OK
 
 
 def _guard_files(args: argparse.Namespace) -> int:
@@ -438,6 +475,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return ExitCode.OK
     if args.command == "guard" and args.guard_command != "fit":
         return _guard_files(args)
+    if args.command == "export":
+        return _export(args)
     # Settings are read and checked before the pipeline's heavy imports: a bad file fails at once.
     config = config_from_args(args)
     validate(config)
