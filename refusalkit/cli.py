@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import json
 import logging
 import signal
 import sys
@@ -181,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     export.add_argument("--force", action="store_true", help="replace a non-empty --out")
     export.add_argument("--quiet", action="store_true", help="no progress bars")
+    chat = commands.add_parser(
+        "chat", help="chat with the model, the run's intervention switchable (/ablate, /add, /off)"
+    )
+    chat.add_argument("run_dir", type=Path, nargs="?", help="a finished run directory")
+    chat.add_argument("--model", help="a model (with --direction) instead of a run directory")
+    chat.add_argument("--direction", type=Path, help="a direction file (Direction.save) or run dir")
+    chat.add_argument("--prompt", help="print one reply to this prompt and exit")
+    chat.add_argument(
+        "--intervention", choices=("ablate", "add", "ace", "off"), default="ablate",
+        help="the intervention at the start (default ablate)",
+    )  # fmt: skip
+    chat.add_argument("--alpha", type=float, default=1.0, help="for add and ace (default 1)")
+    chat.add_argument("--max-new-tokens", type=int, default=256)
+    chat.add_argument("--system-prompt", default=None, help="none, default or a text")
+    chat.add_argument("--device", default="auto")
+    chat.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
     guard = commands.add_parser("guard", help="the Latent Guard: fit, classify, evaluate")
     guard_commands = guard.add_subparsers(dest="guard_command", required=True, parser_class=_Parser)
     guard_fit = guard_commands.add_parser(
@@ -217,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = commands.add_parser("prepare", help="download and convert an embedded model now")
     prepare.add_argument("model", nargs="?", default=DEFAULT_MODEL, choices=sorted(EMBEDDED_MODELS))
     for command in (
-        run_parser, compare_parser, harmfulness, geometry, export, guard_fit, guard_classify,
-        guard_evaluate,
+        run_parser, compare_parser, harmfulness, geometry, export, chat, guard_fit,
+        guard_classify, guard_evaluate,
         report, models, prepare,
     ):  # fmt: skip
         # Also after the command (`refusalkit run --log-level debug`); SUPPRESS keeps the value
@@ -323,6 +340,39 @@ def _print_harmfulness(record: dict[str, Any], out: Path) -> None:
         f"(the model's own refusal: {own['balanced_accuracy']:.3f})\n"
         f"run directory: {out}  (harmfulness.json, report.html, guard/)"
     )
+
+
+def _chat(args: argparse.Namespace) -> int:
+    from refusalkit.api import Direction, load_model
+    from refusalkit.config import config_from_dict
+    from refusalkit.io import read_json
+    from refusalkit.prompts.chat import SystemPrompt, build_chat_format
+    from refusalkit.workflows.chat import ChatState, chat_loop, stdin_lines
+
+    _configure_transformers(args.log_level, quiet=True)
+    if args.run_dir is not None:
+        config = config_from_dict(read_json(args.run_dir / "config.json"), "config.json")
+        model_name, system, kwargs = config.model, config.system_prompt, config.chat_template_kwargs
+        direction = Direction.load(args.direction or args.run_dir)
+    elif args.model and args.direction:
+        model_name, system, kwargs = args.model, "none", None
+        direction = Direction.load(args.direction)
+    else:
+        raise RefusalkitError("give a run directory, or --model and --direction")
+    adapter = load_model(model_name, device=args.device, dtype=args.dtype)
+    template_kwargs = json.loads(kwargs) if kwargs else {}
+    chat = build_chat_format(
+        adapter.tokenizer, SystemPrompt.parse(args.system_prompt or system), template_kwargs
+    )
+    state = ChatState(args.intervention, args.alpha)
+    if args.prompt is not None:
+        state.history.clear()
+        chat_loop(adapter, chat, direction, [args.prompt], sys.stdout, state=state,
+                  max_new_tokens=args.max_new_tokens)  # fmt: skip
+        return ExitCode.OK
+    chat_loop(adapter, chat, direction, stdin_lines(), sys.stdout, state=state,
+              max_new_tokens=args.max_new_tokens, interactive=True)  # fmt: skip
+    return ExitCode.OK
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -477,6 +527,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _guard_files(args)
     if args.command == "export":
         return _export(args)
+    if args.command == "chat":
+        return _chat(args)
     # Settings are read and checked before the pipeline's heavy imports: a bad file fails at once.
     config = config_from_args(args)
     validate(config)
