@@ -41,7 +41,7 @@ from refusalkit.interventions import (
 )
 from refusalkit.io import read_tensor_metadata, read_tensors, write_tensors
 from refusalkit.models.adapter import ArchitectureOverride, ModelAdapter, build_adapter
-from refusalkit.models.loading import load_resolved
+from refusalkit.models.loading import Placement, load_resolved, resolve_model_path
 from refusalkit.prompts.chat import ChatFormat, SystemPrompt, build_chat_format
 from refusalkit.prompts.datasets import Prompt
 from refusalkit.selection.cosmic import (
@@ -64,12 +64,20 @@ def load_model(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     override: ArchitectureOverride | None = None,
+    revision: str | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    max_memory: dict[Any, str] | None = None,
+    offload_folder: str | None = None,
 ) -> ModelAdapter:
     """An embedded model's name, a hub id, a local model directory or a ``.gguf`` file, loaded
-    for inference with its architecture discovered (``.model``, ``.tokenizer``, ``.layers``)."""
+    for inference with its architecture discovered (``.model``, ``.tokenizer``, ``.layers``).
+    ``device_map`` (``"auto"`` or module -> device) spreads a big model over GPUs, CPU and disk
+    with accelerate; interventions follow each hooked module's device."""
     adapter, _ = load_resolved(
-        spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code, override=override
-    )
+        resolve_model_path(spec, revision), device=device, dtype=dtype,
+        trust_remote_code=trust_remote_code, override=override,
+        placement=Placement(device_map, max_memory, offload_folder),
+    )  # fmt: skip
     return adapter
 
 

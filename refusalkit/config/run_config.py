@@ -190,6 +190,42 @@ class RunConfig:
         default="auto",
         metadata=cli_option("--dtype", RUNTIME, help="auto = bfloat16 on GPU, float32 on CPU"),
     )
+    revision: str | None = field(
+        default=None,
+        metadata=cli_option(
+            "--revision",
+            RUNTIME,
+            help="hub models: the branch, tag or commit to load (the commit is recorded)",
+        ),
+    )
+    device_map: str | None = field(
+        default=None,
+        metadata=cli_option(
+            "--device-map",
+            RUNTIME,
+            metavar="MAP",
+            help="spread a model over several GPUs, the CPU and disk with accelerate: auto, or "
+            'a JSON object of module -> device, e.g. \'{"model.layers.0": 0, "lm_head": "cpu"}\'',
+        ),
+    )
+    max_memory: str | None = field(
+        default=None,
+        metadata=cli_option(
+            "--max-memory",
+            RUNTIME,
+            metavar="JSON",
+            help='with --device-map: memory per device, e.g. \'{"0": "20GiB", "cpu": "60GiB"}\'',
+        ),
+    )
+    offload_folder: str | None = field(
+        default=None,
+        metadata=cli_option(
+            "--offload-folder",
+            RUNTIME,
+            metavar="DIR",
+            help="with --device-map: where weights mapped to disk are kept",
+        ),
+    )
     trust_remote_code: bool = field(
         default=False,
         metadata=cli_option(

@@ -24,6 +24,7 @@ from refusalkit.config.modes import (
 )
 from refusalkit.config.run_config import RunConfig
 from refusalkit.errors import RefusalkitError
+from refusalkit.models.loading import Placement
 from refusalkit.prompts.chat import SystemPrompt
 
 
@@ -137,6 +138,35 @@ def template_kwargs(config: RunConfig) -> dict[str, Any]:
     return value
 
 
+def placement(config: RunConfig) -> Placement:
+    """``--device-map``/``--max-memory``/``--offload-folder`` as accelerate takes them."""
+    device_map: str | dict[str, Any] | None = config.device_map
+    text = config.device_map
+    if text and text not in ("auto", "balanced", "balanced_low_0", "sequential"):
+        try:
+            device_map = json.loads(text)
+        except json.JSONDecodeError:
+            device_map = None
+        if not isinstance(device_map, dict):
+            raise RefusalkitError(
+                "--device-map takes auto (or balanced, sequential) or a JSON object of module -> "
+                'device, e.g. {"model.layers.0": 0, "lm_head": "cpu"}'
+            )
+    memory = None
+    if config.max_memory:
+        if device_map is None:
+            raise RefusalkitError("--max-memory goes with --device-map (e.g. --device-map auto)")
+        try:
+            memory = json.loads(config.max_memory)
+        except json.JSONDecodeError:
+            memory = None
+        if not isinstance(memory, dict):
+            raise RefusalkitError('--max-memory takes a JSON object, e.g. {"0": "20GiB"}')
+        # accelerate wants GPU indices as integers; JSON keys are strings.
+        memory = {int(k) if str(k).isdigit() else k: v for k, v in memory.items()}
+    return Placement(device_map, memory, config.offload_folder)
+
+
 def validate(config: RunConfig) -> None:
     """Every check of a configuration that needs no file and no model, in one place: numbers,
     every mode against its ``Literal``, COSMIC's settings, the judge, the system prompts, and
@@ -164,4 +194,5 @@ def validate(config: RunConfig) -> None:
     SystemPrompt.parse(config.system_prompt)
     writer_pair(config)
     template_kwargs(config)
+    placement(config)
     _check_hard_cases(config)

@@ -28,6 +28,7 @@ class ResolvedModel:
     kind: str  # "embedded" | "gguf" | "directory" | "hub"
     # Content identity (refusalkit.runs.identity.model_fingerprint): part of a run's resume key.
     fingerprint: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    revision: str | None = None  # a hub branch, tag or commit (hub models only)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -53,13 +54,40 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def resolve_model_path(spec: str) -> ResolvedModel:
-    """Where ``spec``'s files are, and their content identity."""
+def resolve_model_path(spec: str, revision: str | None = None) -> ResolvedModel:
+    """Where ``spec``'s files are, and their content identity; ``revision`` pins a hub model."""
     resolved = _locate(spec)
+    if revision and resolved.kind != "hub":
+        raise RefusalkitError(
+            f"--revision applies to hub models; {spec} is a {resolved.kind} model (its files are "
+            "fingerprinted by content instead)"
+        )
     from refusalkit.runs.identity import model_fingerprint
 
-    identity = model_fingerprint(resolved.kind, resolved.spec, resolved.path)
-    return ResolvedModel(resolved.spec, resolved.path, resolved.kind, identity)
+    identity = model_fingerprint(resolved.kind, resolved.spec, resolved.path, revision)
+    return ResolvedModel(resolved.spec, resolved.path, resolved.kind, identity, revision)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the weights go: one device, or an accelerate device map (``"auto"`` or a module ->
+    device mapping, ``"disk"`` included) with per-device memory limits, for models bigger than
+    one GPU. Interventions follow: each hook moves its vectors to the device of the values it
+    edits (``ResidualEdit.transform``)."""
+
+    device_map: str | dict[str, Any] | None = None
+    max_memory: dict[Any, str] | None = None
+    offload_folder: str | None = None
+
+    def from_pretrained_kwargs(self) -> dict[str, Any]:
+        if self.device_map is None:
+            return {}
+        kwargs: dict[str, Any] = {"device_map": self.device_map}
+        if self.max_memory:
+            kwargs["max_memory"] = self.max_memory
+        if self.offload_folder:
+            kwargs["offload_folder"] = self.offload_folder
+        return kwargs
 
 
 def _locate(spec: str) -> ResolvedModel:
@@ -106,7 +134,7 @@ def load_tokenizer(resolved: ResolvedModel, *, trust_remote_code: bool = False) 
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(
-            resolved.path, trust_remote_code=trust_remote_code
+            resolved.path, trust_remote_code=trust_remote_code, revision=resolved.revision
         )
     except Exception as error:  # see _load_failure
         raise _load_failure(resolved.spec, error) from error
@@ -138,22 +166,26 @@ def load_resolved(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     override: ArchitectureOverride | None = None,
+    placement: Placement | None = None,
 ) -> tuple[ModelAdapter, ResolvedModel]:
     """Load weights and tokenizer and discover the architecture; inference mode, eval()."""
     from transformers import AutoModelForCausalLM
 
     resolved = spec if isinstance(spec, ResolvedModel) else resolve_model_path(spec)
     spec = resolved.spec
+    placement = placement or Placement()
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     tokenizer = load_tokenizer(resolved, trust_remote_code=trust_remote_code)
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            resolved.path, dtype=torch_dtype, trust_remote_code=trust_remote_code
-        )
+            resolved.path, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+            revision=resolved.revision, **placement.from_pretrained_kwargs(),
+        )  # fmt: skip
     except Exception as error:  # see _load_failure
         raise _load_failure(spec, error) from error
-    cast(nn.Module, model).to(torch_device)  # transformers' typing of .to() is not nn.Module's
+    if placement.device_map is None:  # a dispatched model stays where accelerate put it
+        cast(nn.Module, model).to(torch_device)  # transformers' .to() typing is not nn.Module's
     model.eval()
     model.requires_grad_(False)
     adapter = build_adapter(model, tokenizer, spec, override)

@@ -87,17 +87,19 @@ def directory_fingerprint(directory: Path) -> dict[str, str]:
     return hashes
 
 
-def hub_commit(model_id: str) -> str | None:
+def hub_commit(model_id: str, revision: str | None = None) -> str | None:
     """The commit of the locally cached snapshot of a hub model, or None if none is cached."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
-    found = try_to_load_from_cache(model_id, "config.json")
+    found = try_to_load_from_cache(model_id, "config.json", revision=revision)
     return Path(found).parent.name if isinstance(found, str) else None
 
 
-def model_fingerprint(kind: str, spec: str, path: str) -> dict[str, Any]:
+def model_fingerprint(
+    kind: str, spec: str, path: str, revision: str | None = None
+) -> dict[str, Any]:
     """The content identity of a resolved model (see the module docstring)."""
     if kind in ("embedded", "gguf"):
         # The conversion marker was verified against every file just before this is called.
@@ -106,7 +108,7 @@ def model_fingerprint(kind: str, spec: str, path: str) -> dict[str, Any]:
                 "files": marker["files"]}  # fmt: skip
     if kind == "directory":
         return {"kind": kind, "files": directory_fingerprint(Path(path))}
-    return {"kind": kind, "id": spec, "commit": hub_commit(spec)}
+    return {"kind": kind, "id": spec, "revision": revision, "commit": hub_commit(spec, revision)}
 
 
 def describe_difference(stored: dict[str, Any], current: dict[str, Any]) -> str:

@@ -41,6 +41,12 @@ def run_provenance(
             "hidden_size": adapter.hidden_size,
             "dtype": str(adapter.dtype),
             "device": str(adapter.device),
+            # Where each part ran when accelerate spread the model (--device-map).
+            "device_map": {
+                name: str(device)
+                for name, device in (getattr(adapter.model, "hf_device_map", None) or {}).items()
+            },
+            "revision": resolved.revision,
             "layers_path": adapter.layers_path,
             # What directional ablation hooks besides every block input (issue 14).
             "residual_writers": adapter.residual_writers.record(),

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from refusalkit.config import RunConfig, template_kwargs, validate
+from refusalkit.config import RunConfig, placement, template_kwargs, validate
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.metrics import wilson_interval
 from refusalkit.harmfulness.features import PromptFeatures, read_features
@@ -46,9 +46,10 @@ def fit_guard(config: RunConfig, out: Path, *, force: bool = False) -> LatentGua
     if out.exists() and not out.is_dir():
         raise RefusalkitError(f"{out} is a file: choose a directory for the guard")
     splits = cut_splits(config, read_prompt_sets(config))
-    resolved = resolve_model_path(config.model)
+    resolved = resolve_model_path(config.model, config.revision)
     adapter, resolved = load_resolved(resolved, device=config.device, dtype=config.dtype,
-                                      trust_remote_code=config.trust_remote_code)  # fmt: skip
+                                      trust_remote_code=config.trust_remote_code,
+                                      placement=placement(config))  # fmt: skip
     kwargs = template_kwargs(config)
     chat = build_chat_format(adapter.tokenizer, SystemPrompt.parse(config.system_prompt), kwargs)
     calibrate = config.guard_tau == "calibrated"

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from refusalkit.activations import EncodedBatch
-from refusalkit.config import RunConfig, Steering, template_kwargs, validate, writer_pair
+from refusalkit.config import (
+    RunConfig,
+    Steering,
+    placement,
+    template_kwargs,
+    validate,
+    writer_pair,
+)
 from refusalkit.directions import CandidateSet, compute_candidates
 from refusalkit.evaluation.judges import SubstringJudge, load_model_judge, read_phrase_file
 from refusalkit.evaluation.suite import (
@@ -99,7 +106,8 @@ def start_run(
     loaded = read_prompt_sets(config)
     splits = cut_splits(config, loaded)
     over_refusal, over_source = load_over_refusal(config)
-    resolved = resolve_model_path(config.model)  # unknown models fail before anything is written
+    # Unknown models fail before anything is written.
+    resolved = resolve_model_path(config.model, config.revision)
     check_budgets(config, resolved, loaded, over_refusal)
     identity = run_identity(workflow, config, loaded, over_source, resolved)
     result = "comparison.json" if workflow == "compare" else "summary.json"
@@ -161,6 +169,7 @@ def load_model(
         dtype=config.dtype,
         trust_remote_code=config.trust_remote_code,
         override=override,
+        placement=placement(config),
     )
     record_hub_commit(run_dir, resolved, adapter)
     chat = build_chat_format(
