@@ -35,8 +35,9 @@ def test_a_dispatched_model_gives_the_same_hooked_logits(model_dir, tmp_path):
     vector = torch.randn(plain.hidden_size, generator=torch.Generator().manual_seed(0))
     ids = torch.tensor([[5, 17, 33, 60, 7]])
     for interventions in ((), (DirectionalAblation(vector),), (ActivationAddition(vector, 2),)):
-        torch.testing.assert_close(_logits(spread, ids, *interventions),
-                                   _logits(plain, ids, *interventions), rtol=1e-5, atol=1e-5)  # fmt: skip
+        expected = _logits(plain, ids, *interventions)
+        torch.testing.assert_close(_logits(spread, ids, *interventions), expected,
+                                   rtol=1e-5, atol=1e-5)  # fmt: skip
 
 
 def test_run_with_a_device_map_records_it(model_dir, tmp_path, capsys):
