@@ -141,3 +141,41 @@ def test_discovery_failure_names_the_option():
 
     with pytest.raises(RefusalkitError, match="--attention-path"):
         build_adapter(Weird(), None, "weird")
+
+
+def test_wheels_come_from_the_index_when_pip_is_missing(tmp_path, monkeypatch):
+    """Environments made by uv have no pip: the wheel is fetched from the index's JSON simple API
+    (here a local HTTP server) and its sha256 checked."""
+    import functools
+    import http.server
+    import threading
+
+    site = tmp_path / "index"
+    (site / "pkg-one").mkdir(parents=True)
+    wheel_bytes = b"not really a zip, but the bytes the index lists"
+    (site / "pkg-one" / "pkg_one-1.0-py3-none-any.whl").write_bytes(wheel_bytes)
+    name = "pkg_one-1.0-py3-none-any.whl"
+    digest = hashlib.sha256(wheel_bytes).hexdigest()
+    listing = {"files": [{"filename": name, "url": name, "hashes": {"sha256": digest}}]}
+    (site / "pkg-one" / "index.html").write_text(json.dumps(listing))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("REFUSALKIT_INDEX_URL", f"http://127.0.0.1:{server.server_port}")
+        real_find_spec = registry.importlib.util.find_spec
+        monkeypatch.setattr(
+            registry.importlib.util, "find_spec",
+            lambda module: None if module == "pip" else real_find_spec(module),
+        )  # fmt: skip
+        member = registry.WheelMember("pkg-one", "1.0", "pkg_one/x.bin")
+        into = tmp_path / "into"
+        into.mkdir()
+        wheel = registry._download_wheel(member, into)
+        assert wheel.read_bytes() == wheel_bytes
+        listing["files"][0]["hashes"]["sha256"] = "0" * 64
+        (site / "pkg-one" / "index.html").write_text(json.dumps(listing))
+        with pytest.raises(RefusalkitError, match="does not match its sha256"):
+            registry._download_wheel(member, tmp_path / "into")
+    finally:
+        server.shutdown()

