@@ -23,32 +23,12 @@ def cosines_with(directions: torch.Tensor, vector: torch.Tensor) -> list[float]:
     return (rows @ unit / rows.norm(dim=-1).clamp_min(1e-30)).tolist()
 
 
-def cluster_order(cosines: torch.Tensor) -> list[int]:
-    """The leaf order of average-linkage agglomerative clustering on ``1 − cos`` (ties: the lower
-    index first), so that similar categories sit together in a heatmap."""
+def _agglomerate(cosines: torch.Tensor, until: int) -> list[list[int]]:
+    """Average-linkage agglomerative clustering on ``1 − cos`` until ``until`` clusters are left
+    (ties: the pair found first, lower indices first); each cluster's leaves in merge order."""
     clusters: list[list[int]] = [[i] for i in range(int(cosines.shape[0]))]
     distance = 1.0 - cosines.double()
-
-    def linkage(a: list[int], b: list[int]) -> float:
-        return float(distance[a][:, b].mean())
-
-    while len(clusters) > 1:
-        pairs = [
-            (linkage(clusters[i], clusters[j]), i, j)
-            for i in range(len(clusters))
-            for j in range(i + 1, len(clusters))
-        ]
-        _, i, j = min(pairs)
-        merged = clusters[i] + clusters[j]
-        clusters = [c for k, c in enumerate(clusters) if k not in (i, j)] + [merged]
-    return clusters[0]
-
-
-def two_clusters(cosines: torch.Tensor) -> list[list[int]]:
-    """The last split of the same average-linkage tree: the two groups merged last."""
-    clusters: list[list[int]] = [[i] for i in range(int(cosines.shape[0]))]
-    distance = 1.0 - cosines.double()
-    while len(clusters) > 2:
+    while len(clusters) > until:
         pairs = [
             (float(distance[clusters[i]][:, clusters[j]].mean()), i, j)
             for i in range(len(clusters))
@@ -57,7 +37,18 @@ def two_clusters(cosines: torch.Tensor) -> list[list[int]]:
         _, i, j = min(pairs)
         merged = clusters[i] + clusters[j]
         clusters = [c for k, c in enumerate(clusters) if k not in (i, j)] + [merged]
-    return [sorted(c) for c in clusters]
+    return clusters
+
+
+def cluster_order(cosines: torch.Tensor) -> list[int]:
+    """The leaf order of the whole average-linkage tree, so that similar categories sit together
+    in a heatmap."""
+    return _agglomerate(cosines, 1)[0]
+
+
+def two_clusters(cosines: torch.Tensor) -> list[list[int]]:
+    """The last split of the same tree: the two groups merged last."""
+    return [sorted(c) for c in _agglomerate(cosines, 2)]
 
 
 @dataclass(frozen=True)
