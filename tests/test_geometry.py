@@ -156,3 +156,10 @@ def test_geometry_at_a_given_site_and_bad_options(model_dir, tmp_path, capsys):
     code, _, err = _cli(capsys, "geometry", "--model", model_dir, *SMALL, "--categories",
                         "astrology", "--out", tmp_path / "y")  # fmt: skip
     assert code == 2 and "astrology" in err
+    other = tmp_path / "other-run"
+    other.mkdir()
+    (other / "selection.json").write_text(json.dumps({"position": -1, "layer": 1}))
+    (other / "config.json").write_text(json.dumps({"model": "another-model"}))
+    code, _, err = _cli(capsys, "geometry", "--model", model_dir, *SMALL, "--from-run", other,
+                        "--out", tmp_path / "z")  # fmt: skip
+    assert code == 2 and "pass the same --model" in err

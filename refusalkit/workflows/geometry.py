@@ -94,6 +94,12 @@ def _site(config: RunConfig, run_dir: Any, resolved: Any, inputs: Any, resuming:
         if not path.is_file():
             raise RefusalkitError(f"{path} not found: pass a finished run directory to --from-run")
         record = dict(read_json(path))
+        run_model = dict(read_json(path.parent / "config.json")).get("model")
+        if run_model != config.model:
+            raise RefusalkitError(
+                f"--from-run {config.from_run} selected on {run_model}, not on {config.model}: "
+                "pass the same --model"
+            )
         adapter, chat, _, _ = load_model(config, run_dir, resolved)
         return adapter, chat, int(record["position"]), int(record["layer"]), f"from {path}"
     session = open_session(config, run_dir, resolved, inputs, resuming)
