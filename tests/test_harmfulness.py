@@ -25,6 +25,7 @@ from refusalkit.harmfulness.guard import LatentGuard, parse_layer_range
 from refusalkit.harmfulness.inversion import _masked_addition, instruction_span
 from refusalkit.harmfulness.probe import fit_probe, probe_features
 from refusalkit.harmfulness.wrappers import WRAPPERS, wrapped
+from refusalkit.io import read_tensors
 from refusalkit.prompts.chat import build_chat_format
 from refusalkit.prompts.datasets import Prompt, builtin_prompts
 from refusalkit.selection.refusal_score import refusal_tokens
@@ -227,6 +228,11 @@ def test_harmfulness_command_writes_the_contract(model_dir, tmp_path, capsys):
     assert set(record["baselines"]) == {"own-refusal", "delta-refuse", "logistic-probe"}
     assert len(record["guard_settings"]) == 8  # 2 layer ranges × raw/centred × tau 0/calibrated
     assert (out / "guard" / "guard.json").is_file() and (out / "report.html").is_file()
+    directions = read_tensors(out / "directions.safetensors", ("harmfulness", "refusal"))
+    assert directions["harmfulness"].shape == (5, 64)
+    cosines = per_layer_cosine(directions["harmfulness"], directions["refusal"])
+    for stored, recomputed in zip(record["cosine_harmfulness_refusal"], cosines, strict=True):
+        assert (stored is None and math.isnan(recomputed)) or stored == pytest.approx(recomputed)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["workflow"] == "harmfulness" and summary["groups"] == groups
     html = (out / "report.html").read_text()

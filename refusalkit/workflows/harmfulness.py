@@ -37,7 +37,7 @@ from refusalkit.harmfulness.guard import LatentGuard, parse_layer_range
 from refusalkit.harmfulness.inversion import default_inversion_layers, reply_inversion
 from refusalkit.harmfulness.probe import fit_probe, probe_features
 from refusalkit.harmfulness.wrappers import WRAPPERS, wrapped
-from refusalkit.io import write_json, write_text
+from refusalkit.io import write_json, write_tensors, write_text
 from refusalkit.models.adapter import ModelAdapter
 from refusalkit.prompts.chat import ChatFormat
 from refusalkit.prompts.datasets import Prompt
@@ -211,6 +211,16 @@ def run_harmfulness(config: RunConfig, out: Path, *, force: bool = False) -> dic
         accepted_centroid = centroid(train.post[accepted])
         v_harm = harmful_centroid - harmless_centroid
         v_ref = refused_centroid - accepted_centroid
+        write_tensors(
+            run_dir.file("directions.safetensors"),
+            {
+                "harmfulness": v_harm, "refusal": v_ref,
+                "harmful_centroids": harmful_centroid, "harmless_centroids": harmless_centroid,
+                "refused_centroids": refused_centroid, "accepted_centroids": accepted_centroid,
+            },
+            {"layout": "[layer (block input), hidden]; harmfulness at t_inst, refusal at "
+             "t_post-inst"},
+        )  # fmt: skip
         cosines = per_layer_cosine(v_harm, v_ref)
         layers = parse_layer_range(config.guard_layers, adapter.n_layers)
         centred = config.guard_centring == "centred"
