@@ -16,6 +16,7 @@ from refusalkit import __version__, cli
 from refusalkit.cli import ExitCode, build_parser, config_from_args, main
 from refusalkit.config import (
     ADVERSARIAL_CONDITIONS,
+    COMMAND_GROUPS,
     JUDGES,
     SELECTORS,
     STEERINGS,
@@ -175,10 +176,19 @@ def test_every_option_comes_from_a_field(capsys: pytest.CaptureFixture[str]) -> 
     specs = option_specs()
     names = {item.name for item in fields(RunConfig)}
     assert {spec.name for spec in specs} == names - {"min_layer"}  # not an option
-    run_help, compare_help = _help(capsys, "run"), _help(capsys, "compare")
-    for spec in specs:
-        assert spec.option.flag in run_help
-        assert (spec.option.flag in compare_help) != spec.option.run_only, spec.name
+    helps = {command: _help(capsys, command) for command in ("run", "compare", "harmfulness",
+                                                             "geometry")}  # fmt: skip
+    run_help = helps["run"]
+    for spec in specs:  # each option is on exactly the commands whose groups hold it
+        for command, text in helps.items():
+            shown = spec.option.group in COMMAND_GROUPS[command] and (
+                command == "run" or not spec.option.run_only
+            )
+            assert (f"{spec.option.flag} " in text or f"{spec.option.flag}\n" in text) == shown, (
+                spec.name, command,
+            )  # fmt: skip
+    assert "--guard-tau" in helps["harmfulness"] and "--selector" not in helps["harmfulness"]
+    assert "--categories" in helps["geometry"] and "--guard-tau" not in helps["geometry"]
     by_name = {spec.name: spec for spec in specs}
     assert by_name["selector"].choices == SELECTORS
     assert by_name["steering"].choices == STEERINGS
