@@ -39,6 +39,7 @@ from refusalkit.geometry.spectrum import (
     two_clusters,
 )
 from refusalkit.io import read_json, write_json, write_text
+from refusalkit.progress import track
 from refusalkit.prompts.datasets import Prompt
 from refusalkit.report.geometry import render_geometry_markdown
 from refusalkit.runs.stages import finish, tracked
@@ -209,7 +210,7 @@ def run_geometry(config: RunConfig, out: Path, *, force: bool = False) -> dict[s
             weights = cone_samples(len(categories), config.cone_samples, config.seed)
             baseline_odds = sum(baseline.log_odds) / len(baseline.log_odds)
             reductions = []
-            for w in weights:
+            for w in track(weights, "geometry: cone samples"):
                 combined = (w[:, None] * units).sum(0)[None]
                 changed_odds = first_log_probs(
                     adapter, chat, test_prompts, ablations(combined), batch
