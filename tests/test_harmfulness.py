@@ -214,6 +214,7 @@ def test_harmfulness_command_writes_the_contract(model_dir, tmp_path, capsys):
     assert {row["direction"] for row in inversion} == {"none", "harmfulness", "refusal"}
     for row in inversion:
         assert row["n"] == 3 and 0 <= row["no_count"] + row["invalid"] <= 3
+        assert sum(row["invalid_first_tokens"].values()) == row["invalid"]  # all, when < 5 kinds
         assert row["no_rate"] == row["no_count"] / 3
     guard = record["guard"]
     assert guard["layers"] == [1, 2, 3, 4] and guard["centred"] is True

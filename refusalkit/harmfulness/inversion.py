@@ -12,6 +12,7 @@ direction differs. The reply is the model's greedy first token, read from one fo
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -74,6 +75,8 @@ class InversionRow:
     certainly_count: int
     invalid: int
     n: int
+    # The most frequent invalid first tokens (decoded) and their counts: what the replies became.
+    invalid_tokens: tuple[tuple[str, int], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         valid = self.n - self.invalid
@@ -88,6 +91,7 @@ class InversionRow:
             "invalid": self.invalid,
             "valid": valid,
             "n": self.n,
+            "invalid_first_tokens": dict(self.invalid_tokens),
         }
 
 
@@ -108,10 +112,12 @@ def _replies(
     steer: tuple[int, torch.Tensor] | None,
     batch_size: int,
     answers: tuple[set[int], set[int]],
-) -> tuple[int, int, int]:
-    """(no, certainly, invalid) counts of the greedy first reply token."""
+) -> tuple[int, int, int, tuple[tuple[str, int], ...]]:
+    """(no, certainly, invalid) counts of the greedy first reply token, and the five most
+    frequent invalid ones."""
     no_ids, certainly_ids = answers
     counts = [0, 0, 0]
+    invalid: Counter[str] = Counter()
     pad_id = adapter.tokenizer.pad_token_id
     for first in range(0, len(encoded), batch_size):
         chunk = encoded[first : first + batch_size]
@@ -134,8 +140,11 @@ def _replies(
                 handle.remove()
         assert out.last_logits is not None
         for token in out.last_logits.argmax(-1).tolist():
-            counts[0 if token in no_ids else 1 if token in certainly_ids else 2] += 1
-    return counts[0], counts[1], counts[2]
+            kind = 0 if token in no_ids else 1 if token in certainly_ids else 2
+            counts[kind] += 1
+            if kind == 2:
+                invalid[adapter.tokenizer.decode([token])] += 1
+    return counts[0], counts[1], counts[2], tuple(invalid.most_common(5))
 
 
 def reply_inversion(
@@ -165,18 +174,14 @@ def reply_inversion(
     rows = []
     norms = next(iter(directions.values())).double().norm(dim=-1)
     for layer in track(list(layers), "reply inversion: layers"):
-        rows.append(InversionRow(layer, "none", *none, n))
+        rows.append(InversionRow(layer, "none", *none[:3], n, none[3]))
         for name, vectors in directions.items():
             unit = vectors[layer].double() / vectors[layer].double().norm().clamp_min(1e-30)
             vector = (alpha * norms[layer] * unit).float()
-            rows.append(
-                InversionRow(
-                    layer,
-                    name,
-                    *_replies(adapter, encoded, (layer, vector), batch_size, answers),
-                    n,
-                )
+            no, certainly, wrong, tokens = _replies(
+                adapter, encoded, (layer, vector), batch_size, answers
             )
+            rows.append(InversionRow(layer, name, no, certainly, wrong, n, tokens))
     return rows
 
 
