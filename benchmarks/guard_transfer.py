@@ -28,7 +28,6 @@ from refusalkit.harmfulness import (
     read_features,
 )
 from refusalkit.prompts.datasets import load_prompts, split_prompts
-from refusalkit.selection.refusal_score import refusal_tokens
 
 SETS = Path(__file__).parent / "prompt_sets"
 
@@ -39,10 +38,9 @@ def main() -> int:
     args = parser.parse_args()
     model = rk.load_model("qwen2.5-coder-0.5b-instruct")
     chat = rk.chat_format(model, "none")
-    ids = refusal_tokens(model.tokenizer).ids
 
     def inst(prompts, label):
-        return read_features(model, chat, prompts, ids, 32, label).inst
+        return read_features(model, chat, prompts, 32, label).inst
 
     splits = {
         label: split_prompts(rk.builtin_prompts(label)[0], 128, 64, 64, seed=0, label=label)

@@ -113,7 +113,7 @@ def adapter():
 def test_features_are_the_hidden_states_at_t_inst_and_the_last_token(adapter):
     chat = build_chat_format(adapter.tokenizer)
     prompts = [Prompt(p.text) for p in builtin_prompts("harmful")[0][:5]]
-    features = read_features(adapter, chat, prompts, refusal_tokens(adapter.tokenizer).ids, 2, "t")
+    features = read_features(adapter, chat, prompts, 2, "t")
     for i, prompt in enumerate(prompts):  # one prompt at a time, no padding, no refusalkit hook
         ids = torch.tensor([chat.encode(prompt.text)])
         with torch.inference_mode():
@@ -291,9 +291,9 @@ def test_harmfulness_features_agree_with_encode_batches_order(adapter):
     chat = build_chat_format(adapter.tokenizer)
     prompts = [Prompt("a"), Prompt("a much longer prompt than the first one"), Prompt("mid size")]
     ids = refusal_tokens(adapter.tokenizer).ids
-    together = read_features(adapter, chat, prompts, ids, 3, "t")
+    together = read_features(adapter, chat, prompts, 3, "t", ids)
     for i, prompt in enumerate(prompts):
-        alone = read_features(adapter, chat, [prompt], ids, 1, "t")
+        alone = read_features(adapter, chat, [prompt], 1, "t", ids)
         torch.testing.assert_close(together.inst[i], alone.inst[0], rtol=1e-4, atol=1e-5)
         assert float(together.refusal_log_odds[i]) == pytest.approx(
             float(alone.refusal_log_odds[0]), abs=1e-4

@@ -15,7 +15,7 @@ from refusalkit.models.adapter import ModelAdapter
 from refusalkit.progress import track
 from refusalkit.prompts.chat import ChatFormat
 from refusalkit.prompts.datasets import Prompt
-from refusalkit.selection.refusal_score import refusal_log_odds
+from refusalkit.selection.refusal_score import refusal_log_odds, refusal_tokens
 
 
 @dataclass
@@ -33,11 +33,13 @@ def read_features(
     adapter: ModelAdapter,
     chat: ChatFormat,
     prompts: Sequence[Prompt],
-    refusal_ids: Sequence[int],
     batch_size: int,
     description: str,
+    refusal_ids: Sequence[int] | None = None,
 ) -> PromptFeatures:
-    """Rows in the order of ``prompts``."""
+    """Rows in the order of ``prompts``; ``refusal_ids`` default to the tokenizer's refusal
+    tokens (SPEC §4)."""
+    ids = refusal_ids if refusal_ids is not None else refusal_tokens(adapter.tokenizer).ids
     layers = list(range(adapter.n_layers))
     positions = [chat.t_inst_position, -1]
     inst: dict[int, torch.Tensor] = {}
@@ -48,7 +50,7 @@ def read_features(
         out = forward(adapter, batch, read_layers=layers, positions=positions, logits=True)
         stacked = torch.stack([out.readings[l].cpu() for l in layers], dim=2)  # [B, 2, L, d]
         assert out.last_logits is not None
-        scores = refusal_log_odds(out.last_logits, refusal_ids).tolist()
+        scores = refusal_log_odds(out.last_logits, ids).tolist()
         for row, index in enumerate(batch.order):
             inst[index], post[index], odds[index] = stacked[row, 0], stacked[row, 1], scores[row]
     seconds = (time.perf_counter() - started) / max(1, len(prompts))

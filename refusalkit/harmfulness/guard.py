@@ -24,7 +24,6 @@ from refusalkit.io import read_json, read_tensors, write_json, write_tensors
 from refusalkit.models.adapter import ModelAdapter
 from refusalkit.prompts.chat import ChatFormat, SystemPrompt, build_chat_format
 from refusalkit.prompts.datasets import Prompt
-from refusalkit.selection.refusal_score import refusal_tokens
 
 GUARD_TENSORS = "guard.safetensors"
 GUARD_RECORD = "guard.json"
@@ -46,8 +45,7 @@ def _features(
     items = [p if isinstance(p, Prompt) else Prompt(p) for p in prompts]
     if not items:
         raise RefusalkitError("an empty prompt list: pass at least one prompt")
-    ids = refusal_tokens(model.tokenizer).ids
-    return read_features(model, chat, items, ids, batch_size, "latent guard: reading prompts")
+    return read_features(model, chat, items, batch_size, "latent guard: reading prompts")
 
 
 def default_layers(n_layers: int) -> tuple[int, ...]:

@@ -13,6 +13,7 @@ candidates computed from the old contents. So the key is the configuration plus:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -109,6 +110,18 @@ def model_fingerprint(
     if kind == "directory":
         return {"kind": kind, "files": directory_fingerprint(Path(path))}
     return {"kind": kind, "id": spec, "revision": revision, "commit": hub_commit(spec, revision)}
+
+
+def json_digest(value: dict[str, Any]) -> str:
+    """A short sha256 of a JSON-able dict (keys sorted): the digest of a configuration or of a
+    model's content identity."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_checksum(fingerprint: dict[str, Any]) -> str:
+    """One short string for a model's content identity (the weights' hashes or hub commit): what a
+    Latent Guard and an exported checkpoint record, and check, about their source model."""
+    return json_digest(fingerprint)
 
 
 def describe_difference(stored: dict[str, Any], current: dict[str, Any]) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import platform
 from typing import Any
 
@@ -20,6 +19,7 @@ from refusalkit.models.loading import (
 from refusalkit.models.registry import EMBEDDED_MODELS
 from refusalkit.prompts.chat import ChatFormat
 from refusalkit.runs import RunDirectory
+from refusalkit.runs.identity import json_digest
 
 
 def run_provenance(
@@ -72,9 +72,7 @@ def run_provenance(
 
 
 def config_digest(config: dict[str, Any]) -> str:
-    import json
-
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(config)
 
 
 def record_hub_commit(

@@ -30,7 +30,7 @@ from refusalkit.models.adapter import ModelAdapter, build_adapter
 from refusalkit.models.loading import DTYPES, load_resolved, resolve_model_path
 from refusalkit.prompts.chat import ChatFormat, SystemPrompt, build_chat_format
 from refusalkit.prompts.datasets import Prompt
-from refusalkit.workflows.harmfulness import model_checksum
+from refusalkit.runs.identity import model_checksum
 
 EDITS = ("ablation", "addition", "ace")
 LOGIT_PROMPTS = 16  # per class: enough to see any systematic difference, cheap to run

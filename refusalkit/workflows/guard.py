@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,24 +17,16 @@ import torch
 
 from refusalkit.config import RunConfig, placement, template_kwargs, validate
 from refusalkit.errors import RefusalkitError
-from refusalkit.evaluation.metrics import wilson_interval
-from refusalkit.harmfulness.features import PromptFeatures, read_features
+from refusalkit.harmfulness.features import read_features
 from refusalkit.harmfulness.guard import GUARD_RECORD, LatentGuard, parse_layer_range
+from refusalkit.harmfulness.metrics import precision_recall, set_accuracy
 from refusalkit.io import write_json, write_text
 from refusalkit.models.adapter import ModelAdapter
 from refusalkit.models.loading import load_resolved, resolve_model_path
 from refusalkit.prompts.chat import ChatFormat, SystemPrompt, build_chat_format
-from refusalkit.prompts.datasets import Prompt, load_prompts
-from refusalkit.selection.refusal_score import refusal_tokens
-from refusalkit.workflows.harmfulness import model_checksum
+from refusalkit.prompts.datasets import load_prompts
+from refusalkit.runs.identity import model_checksum
 from refusalkit.workflows.inputs import cut_splits, read_prompt_sets
-
-
-def _read(
-    adapter: ModelAdapter, chat: ChatFormat, prompts: Sequence[Prompt], batch_size: int, label: str
-) -> PromptFeatures:
-    ids = refusal_tokens(adapter.tokenizer).ids
-    return read_features(adapter, chat, prompts, ids, batch_size, f"guard: {label}")
 
 
 def fit_guard(config: RunConfig, out: Path, *, force: bool = False) -> LatentGuard:
@@ -56,7 +47,9 @@ def fit_guard(config: RunConfig, out: Path, *, force: bool = False) -> LatentGua
 
     def inst(label: str, split: str) -> torch.Tensor:
         prompts = getattr(splits[label], split)
-        return _read(adapter, chat, prompts, config.batch_size, f"{label} {split}").inst
+        return read_features(
+            adapter, chat, prompts, config.batch_size, f"guard: {label} {split}"
+        ).inst
 
     guard = LatentGuard.from_activations(
         inst("harmful", "train"),
@@ -106,7 +99,7 @@ def classify_file(
     prompts, _ = load_prompts(file, column)
     adapter, chat = _guard_model(guard, device, dtype)
     scores = guard.scores_from_activations(
-        _read(adapter, chat, prompts, batch_size, "prompts").inst
+        read_features(adapter, chat, prompts, batch_size, "guard: prompts").inst
     )
     rows = [
         {"index": i, "prompt": p.text, "score": float(s), "harmful": bool(s >= guard.tau)}
@@ -118,17 +111,6 @@ def classify_file(
     else:
         write_text(out, text)
     return rows
-
-
-def _entry(flags: Sequence[bool], harmful: bool) -> dict[str, Any]:
-    n, flagged = len(flags), sum(flags)
-    correct = flagged if harmful else n - flagged
-    return {
-        "accuracy": correct / n,
-        "n": n,
-        "flagged_harmful": flagged,
-        "ci95": list(wilson_interval(correct, n)),
-    }
 
 
 def evaluate_files(
@@ -145,21 +127,15 @@ def evaluate_files(
     flags = {}
     for label, prompts in (("harmful", harmful), ("harmless", harmless)):
         scores = guard.scores_from_activations(
-            _read(adapter, chat, prompts, batch_size, label).inst
+            read_features(adapter, chat, prompts, batch_size, f"guard: {label}").inst
         )
         flags[label] = guard.decide(scores)
-    result = {
-        "harmful": _entry(flags["harmful"], True),
-        "harmless": _entry(flags["harmless"], False),
-    }
-    true_positive, false_positive = sum(flags["harmful"]), sum(flags["harmless"])
-    flagged = true_positive + false_positive
+    pair = precision_recall(flags["harmful"], flags["harmless"])
     record = {
-        "balanced_accuracy": (result["harmful"]["accuracy"] + result["harmless"]["accuracy"]) / 2,
-        **result,
-        "precision": true_positive / flagged if flagged else None,
-        "precision_ci95": list(wilson_interval(true_positive, flagged)) if flagged else None,
-        "recall": result["harmful"]["accuracy"],
+        "balanced_accuracy": pair["balanced_accuracy"],
+        "harmful": set_accuracy(flags["harmful"], True),
+        "harmless": set_accuracy(flags["harmless"], False),
+        **{key: value for key, value in pair.items() if key != "balanced_accuracy"},
         "guard": guard.describe(),
         "files": {"harmful": str(harmful_file), "harmless": str(harmless_file)},
     }

@@ -24,7 +24,6 @@ import torch
 from refusalkit.config import RunConfig
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.generation import generate
-from refusalkit.evaluation.metrics import wilson_interval
 from refusalkit.harmfulness.beliefs import (
     balanced_accuracy,
     belief_scores,
@@ -35,6 +34,7 @@ from refusalkit.harmfulness.beliefs import (
 from refusalkit.harmfulness.features import PromptFeatures, read_features
 from refusalkit.harmfulness.guard import LatentGuard, parse_layer_range
 from refusalkit.harmfulness.inversion import default_inversion_layers, reply_inversion
+from refusalkit.harmfulness.metrics import precision_recall, set_accuracy
 from refusalkit.harmfulness.probe import fit_probe, probe_features
 from refusalkit.harmfulness.wrappers import WRAPPERS, wrapped
 from refusalkit.io import write_json, write_tensors, write_text
@@ -42,7 +42,7 @@ from refusalkit.models.adapter import ModelAdapter
 from refusalkit.prompts.chat import ChatFormat
 from refusalkit.prompts.datasets import Prompt
 from refusalkit.report.harmfulness import render_harmfulness_markdown
-from refusalkit.runs.provenance import config_digest
+from refusalkit.runs.identity import model_checksum
 from refusalkit.runs.stages import finish, tracked
 from refusalkit.selection.refusal_score import refusal_tokens
 from refusalkit.workflows.session import load_model, start_run
@@ -50,11 +50,6 @@ from refusalkit.workflows.session import load_model, start_run
 GROUPS = ("refused_harmful", "accepted_harmful", "refused_harmless", "accepted_harmless")
 # Guard settings compared on the validation prompts (harmfulness.json "guard_settings").
 LAYER_RANGES = ("all", "second-half")
-
-
-def model_checksum(fingerprint: dict[str, Any]) -> str:
-    """One string for the model's content identity (the weights' hashes or hub commit)."""
-    return config_digest(fingerprint)
 
 
 @dataclass
@@ -105,47 +100,16 @@ def _label(
     return Labelled(features, list(harmful), [bool(r["refusal"]) for r in rows], seconds)
 
 
-def _rate_entry(flags: Sequence[bool], label_harmful: bool) -> dict[str, Any]:
-    n, flagged = len(flags), sum(flags)
-    correct = flagged if label_harmful else n - flagged
-    low, high = wilson_interval(correct, n)
-    return {
-        "label": "harmful" if label_harmful else "harmless",
-        "accuracy": correct / n if n else float("nan"),
-        "n": n,
-        "flagged_harmful": flagged,
-        "ci95": [low, high],
-    }
-
-
-def _precision_recall(harmful: Sequence[bool], harmless: Sequence[bool]) -> dict[str, Any]:
-    true_positive, false_positive = sum(harmful), sum(harmless)
-    flagged = true_positive + false_positive
-    precision = wilson_interval(true_positive, flagged)
-    recall = wilson_interval(true_positive, len(harmful))
-    return {
-        "precision": true_positive / flagged if flagged else float("nan"),
-        "precision_ci95": list(precision),
-        "recall": true_positive / len(harmful) if harmful else float("nan"),
-        "recall_ci95": list(recall),
-        "balanced_accuracy": 0.5
-        * (
-            true_positive / max(1, len(harmful))
-            + (len(harmless) - false_positive) / max(1, len(harmless))
-        ),
-    }
-
-
 def evaluate_classifier(flags: dict[str, list[bool]], labels: dict[str, bool]) -> dict[str, Any]:
     """Per set: accuracy with its interval, n, flagged; per harmful/harmless pair (the test sets
     and each wrapper): precision, recall, balanced accuracy."""
-    sets = {name: _rate_entry(flags[name], labels[name]) for name in flags}
+    sets = {name: set_accuracy(flags[name], labels[name]) for name in flags}
     pairs = {"test": ("harmful", "harmless")}
     pairs.update({w: (f"{w}:harmful", f"{w}:harmless") for w in WRAPPERS})
     return {
         "sets": sets,
         "pairs": {
-            name: _precision_recall(flags[a], flags[b])
+            name: precision_recall(flags[a], flags[b])
             for name, (a, b) in pairs.items()
             if a in flags and b in flags
         },
@@ -166,7 +130,7 @@ def run_harmfulness(config: RunConfig, out: Path, *, force: bool = False) -> dic
 
         def features(prompts: Sequence[Prompt], label: str) -> PromptFeatures:
             return read_features(
-                adapter, chat, prompts, ids, config.batch_size, f"features: {label}"
+                adapter, chat, prompts, config.batch_size, f"features: {label}", ids
             )
 
         harmful, harmless = splits["harmful"], splits["harmless"]
