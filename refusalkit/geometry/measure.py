@@ -1,6 +1,6 @@
 """What SPEC §9 reads from the model: per-category means at one position, and refusal under an
-ablation — the first-position refusal log-odds (continuous, one forward per prompt), the judged
-refusal of short greedy completions, and the first-position KL on harmless prompts."""
+ablation — the first-position refusal log-odds (continuous, one forward per prompt; the run's
+own ``teacher_forced`` scoring) and the judged refusal of short greedy completions."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import torch
 from refusalkit.activations import encode_batches, forward
 from refusalkit.evaluation.generation import generate
 from refusalkit.evaluation.judges import SubstringJudge
+from refusalkit.evaluation.scoring import ResponseScores, teacher_forced
 from refusalkit.interventions import DirectionalAblation, Intervention, applied
 from refusalkit.models.adapter import ModelAdapter
 from refusalkit.progress import track
 from refusalkit.prompts.chat import ChatFormat
 from refusalkit.prompts.datasets import Prompt
-from refusalkit.selection.refusal_score import refusal_log_odds
 
 
 def mean_at(
@@ -44,22 +44,18 @@ def ablations(directions: torch.Tensor) -> list[Intervention]:
     return [DirectionalAblation(row.float()) for row in directions]
 
 
-def first_log_probs(
+def first_position(
     adapter: ModelAdapter,
     chat: ChatFormat,
     prompts: Sequence[Prompt],
     interventions: Sequence[Intervention],
-    batch_size: int,
-) -> torch.Tensor:
-    """Next-token log-probs at the last prompt position, ``[N, V]`` float32, in prompt order."""
-    rows: dict[int, torch.Tensor] = {}
+) -> ResponseScores:
+    """The prompts scored at the first response position (``teacher_forced`` on the prompt alone)
+    with ``interventions`` applied together."""
     with applied(adapter, *interventions):
-        for batch in encode_batches(chat, prompts, batch_size, adapter.device):
-            logits = forward(adapter, batch, logits=True).last_logits
-            assert logits is not None
-            for row, index in enumerate(batch.order):
-                rows[index] = torch.log_softmax(logits[row], dim=-1).cpu()
-    return torch.stack([rows[i] for i in range(len(prompts))])
+        return teacher_forced(
+            adapter, chat, prompts, [()] * len(prompts), description="geometry: first position"
+        )
 
 
 @dataclass(frozen=True)
@@ -80,16 +76,10 @@ def refusal_under(
     batch_size: int,
     label: str,
 ) -> Refusal:
-    log_probs = first_log_probs(adapter, chat, prompts, interventions, batch_size)
-    odds = refusal_log_odds(log_probs, refusal_ids).tolist()
+    odds = first_position(adapter, chat, prompts, interventions).refusal_log_odds(refusal_ids)
     with applied(adapter, *interventions):
         completions = generate(
             adapter, chat, prompts, max_new_tokens=tokens, batch_size=batch_size,
             description=f"geometry: {label}",
         )  # fmt: skip
     return Refusal(odds, [judge.is_refusal(c.text) for c in completions])
-
-
-def mean_kl(clean: torch.Tensor, changed: torch.Tensor) -> float:
-    """Mean over prompts of KL(p_clean ‖ p_changed) from ``[N, V]`` log-probs."""
-    return float((clean.double().exp() * (clean.double() - changed.double())).sum(-1).mean())

@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from refusalkit.config import RunConfig
+from refusalkit.directions import CandidateSet
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.metrics import wilson_interval
+from refusalkit.evaluation.scoring import first_position_kl
 from refusalkit.geometry.measure import (
     Refusal,
     ablations,
-    first_log_probs,
+    first_position,
     mean_at,
-    mean_kl,
     refusal_under,
 )
 from refusalkit.geometry.spectrum import (
@@ -39,11 +41,16 @@ from refusalkit.geometry.spectrum import (
     two_clusters,
 )
 from refusalkit.io import read_json, write_json, write_text
+from refusalkit.models.adapter import ModelAdapter
+from refusalkit.models.loading import ResolvedModel
 from refusalkit.progress import track
-from refusalkit.prompts.datasets import Prompt
+from refusalkit.prompts.chat import ChatFormat
+from refusalkit.prompts.datasets import Prompt, Splits
 from refusalkit.report.geometry import render_geometry_markdown
+from refusalkit.runs import RunDirectory
 from refusalkit.runs.stages import finish, tracked
-from refusalkit.selection.refusal_score import refusal_log_odds, refusal_tokens
+from refusalkit.selection.refusal_score import refusal_tokens
+from refusalkit.workflows.inputs import PromptInputs
 from refusalkit.workflows.selectors import selection_stage
 from refusalkit.workflows.session import judge_panel, load_model, open_session, start_run
 
@@ -82,14 +89,31 @@ def _chosen_categories(
     return sorted(kept), skipped
 
 
-def _site(config: RunConfig, run_dir: Any, resolved: Any, inputs: Any, resuming: bool) -> Any:
-    """(adapter, chat, position, layer, where): the site from the options, a run directory or
-    COSMIC."""
+@dataclass
+class Site:
+    """Where the directions are read, and what loading it left: the model, the splits, and the
+    candidates when COSMIC selected here (their harmless means are this workflow's too)."""
+
+    adapter: ModelAdapter
+    chat: ChatFormat
+    position: int
+    layer: int
+    where: str
+    splits: dict[str, Splits]
+    candidates: CandidateSet | None = None
+
+
+def _site(
+    config: RunConfig, run_dir: RunDirectory, resolved: ResolvedModel, inputs: PromptInputs,
+    resuming: bool,
+) -> Site:  # fmt: skip
+    """The site from the options, a run directory or COSMIC."""
     if (config.position is None) != (config.layer is None):
         raise RefusalkitError("--position and --layer go together: give both or neither")
     if config.position is not None and config.layer is not None:
         adapter, chat, _, _ = load_model(config, run_dir, resolved)
-        return adapter, chat, config.position, config.layer, "given (--position/--layer)"
+        where = "given (--position/--layer)"
+        return Site(adapter, chat, config.position, config.layer, where, inputs.splits)
     if config.from_run:
         path = Path(config.from_run).expanduser() / "selection.json"
         if not path.is_file():
@@ -102,13 +126,17 @@ def _site(config: RunConfig, run_dir: Any, resolved: Any, inputs: Any, resuming:
                 "pass the same --model"
             )
         adapter, chat, _, _ = load_model(config, run_dir, resolved)
-        return adapter, chat, int(record["position"]), int(record["layer"]), f"from {path}"
+        position, layer = int(record["position"]), int(record["layer"])
+        return Site(adapter, chat, position, layer, f"from {path}", inputs.splits)
     session = open_session(config, run_dir, resolved, inputs, resuming)
     record = selection_stage(
         session, run_dir, "selection.json", "cosmic", config.steering, resuming
     )
-    where = f"COSMIC-{config.steering.upper()} pick (selection.json)"
-    return session.adapter, session.chat, int(record["position"]), int(record["layer"]), where
+    return Site(
+        session.adapter, session.chat, int(record["position"]), int(record["layer"]),
+        f"COSMIC-{config.steering.upper()} pick (selection.json)", session.splits,
+        session.candidates,
+    )  # fmt: skip
 
 
 def _rates(judged: Sequence[bool], members: Sequence[int]) -> tuple[int, int]:
@@ -120,19 +148,29 @@ def run_geometry(config: RunConfig, out: Path, *, force: bool = False) -> dict[s
     started = time.time()
     run_dir, resolved, inputs, resuming = start_run(config, out, force, "geometry")
     with tracked(run_dir) as stages:
-        adapter, chat, position, layer, where = _site(config, run_dir, resolved, inputs, resuming)
+        site = _site(config, run_dir, resolved, inputs, resuming)
+        adapter, chat, position, layer, where = (
+            site.adapter,
+            site.chat,
+            site.position,
+            site.layer,
+            site.where,
+        )
         if not -chat.n_post_instruction <= position <= -1 or not 0 <= layer < adapter.n_layers:
             raise RefusalkitError(
                 f"position {position}, layer {layer} is not a candidate of this model (positions "
                 f"-{chat.n_post_instruction}..-1, layers 0..{adapter.n_layers - 1})"
             )
-        harmful, harmless = inputs.splits["harmful"], inputs.splits["harmless"]
+        harmful, harmless = site.splits["harmful"], site.splits["harmless"]
         train = _by_category(harmful.train)
         categories, skipped = _chosen_categories(config, train, _by_category(harmful.test))
         stages.enter("directions")
         batch = config.batch_size
-        harmless_mean = mean_at(
-            adapter, chat, harmless.train, position, batch, "geometry: harmless"
+        # COSMIC's candidates already hold this mean (same prompts, same position, every layer).
+        harmless_mean = (
+            site.candidates.harmless_means[position]
+            if site.candidates is not None
+            else mean_at(adapter, chat, harmless.train, position, batch, "geometry: harmless")
         )
         means = torch.stack([
             mean_at(adapter, chat, train[c], position, batch, f"geometry: {c}") for c in categories
@@ -181,11 +219,11 @@ def run_geometry(config: RunConfig, out: Path, *, force: bool = False) -> dict[s
             cross_odds.append([mean_odds(result.log_odds, members.get(c, [])) for c in categories])
 
         harmless_test = harmless.test
-        clean_harmless = first_log_probs(adapter, chat, harmless_test, [], batch)
+        clean_harmless = first_position(adapter, chat, harmless_test, [])
 
         def subspace_row(basis: torch.Tensor, k: int, label: str) -> dict[str, Any]:
             result = refusal(basis, label)
-            changed = first_log_probs(adapter, chat, harmless_test, ablations(basis), batch)
+            changed = first_position(adapter, chat, harmless_test, ablations(basis))
             count = sum(result.judged)
             return {
                 "k": k,
@@ -193,7 +231,7 @@ def run_geometry(config: RunConfig, out: Path, *, force: bool = False) -> dict[s
                 "harmful_refusal_count": count,
                 "harmful_refusal_ci95": list(wilson_interval(count, len(test_prompts))),
                 "harmful_mean_log_odds": sum(result.log_odds) / len(result.log_odds),
-                "harmless_kl": mean_kl(clean_harmless, changed),
+                "harmless_kl": float(first_position_kl(clean_harmless, changed).mean()),
             }
 
         top = min(config.subspace_k, len(categories))
@@ -212,10 +250,8 @@ def run_geometry(config: RunConfig, out: Path, *, force: bool = False) -> dict[s
             reductions = []
             for w in track(weights, "geometry: cone samples"):
                 combined = (w[:, None] * units).sum(0)[None]
-                changed_odds = first_log_probs(
-                    adapter, chat, test_prompts, ablations(combined), batch
-                )
-                odds = refusal_log_odds(changed_odds, ids).tolist()
+                scores = first_position(adapter, chat, test_prompts, ablations(combined))
+                odds = scores.refusal_log_odds(ids)
                 reductions.append(baseline_odds - sum(odds) / len(odds))
             global_reduction = baseline_odds - global_row["harmful_mean_log_odds"]
             cone.update(
