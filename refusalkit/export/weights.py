@@ -22,7 +22,6 @@ block and the writers' inputs and outputs — never by name:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,13 +154,6 @@ def orthogonalize_(matrix: torch.Tensor, unit: torch.Tensor) -> None:
     matrix.copy_(updated.to(matrix.dtype))
 
 
-def _embedding_matrices(adapter: ModelAdapter) -> Iterator[tuple[str, torch.Tensor]]:
-    """The input embedding rows ``[V, d]`` (each a vector written into the residual stream)."""
-    model: Any = adapter.model
-    embedding = model.get_input_embeddings()
-    yield "input embeddings", embedding.weight
-
-
 def untie_embeddings(adapter: ModelAdapter) -> bool:
     """Give the LM head its own copy of a tied embedding matrix (so orthogonalizing the input
     embeddings leaves the output projection as it was); True if they were tied."""
@@ -181,14 +173,15 @@ def untie_embeddings(adapter: ModelAdapter) -> bool:
 def ablate_weights(adapter: ModelAdapter, direction: torch.Tensor) -> dict[str, Any]:
     """Directional ablation of ``direction`` written into ``adapter.model``'s weights (in place);
     returns what was changed."""
+    model: Any = adapter.model
     unit = direction.double() / direction.double().norm().clamp_min(1e-30)
     projections = residual_projections(adapter)
     untied = untie_embeddings(adapter)
     changed = []
     with torch.no_grad():
-        for name, matrix in _embedding_matrices(adapter):
-            orthogonalize_(matrix.T, unit)  # rows are vectors: orthogonalize them as columns
-            changed.append(name)
+        # Each embedding row is a vector written into the residual stream: orthogonalize the rows.
+        orthogonalize_(model.get_input_embeddings().weight.T, unit)
+        changed.append("input embeddings")
         for block in projections:
             for projection in block:
                 u = projection.unit_for(unit)
@@ -208,23 +201,15 @@ def ablate_weights(adapter: ModelAdapter, direction: torch.Tensor) -> dict[str, 
 
 
 def add_bias(adapter: ModelAdapter, layer: int, vector: torch.Tensor) -> dict[str, Any]:
-    """Activation addition of ``vector`` at block ``layer``'s input, written as a bias: on the
-    embeddings for layer 0, else on the last residual projection of block ``layer − 1`` (exact for
+    """Activation addition of ``vector`` at block ``layer``'s input, written as a bias on the last
+    residual projection of block ``layer − 1`` (exact for
     pre-norm blocks: what it writes is added to the residual stream unchanged). The checkpoint must
     stay loadable by plain transformers, so the bias goes where the model's config already has one
     (or can switch one on: ``mlp_bias``); other architectures are refused with the reason."""
     model: Any = adapter.model
-    if layer == 0:
-        untied = untie_embeddings(adapter)
-        with torch.no_grad():
-            weight = model.get_input_embeddings().weight
-            scale = (
-                float(getattr(model.model, "embed_scale", 1.0) or 1.0)
-                if hasattr(model, "model")
-                else 1.0
-            )
-            weight += (vector / scale).to(weight.dtype)[None]
-        return {"biased": "input embeddings", "untied_embeddings": untied}
+    if layer < 1:
+        # A run never selects layer 0 (its post-instruction candidates are zero: the zero filter).
+        raise RefusalkitError("activation addition at layer 0 has no block before it to bias")
     projection = residual_projections(adapter)[layer - 1][-1]
     if projection.gain is not None:
         raise RefusalkitError(

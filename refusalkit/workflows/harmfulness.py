@@ -150,8 +150,7 @@ def run_harmfulness(config: RunConfig, out: Path, *, force: bool = False) -> dic
             test_prompts[f"{wrapper}:harmful"] = wrapped(harmful.test, wrapper)
             test_prompts[f"{wrapper}:harmless"] = wrapped(harmless.test, wrapper)
         test = {name: features(prompts, name) for name, prompts in test_prompts.items()}
-        labels = {name: name.endswith("harmful") and not name.endswith("harmless") for name in test}
-        labels["over_refusal"] = False
+        labels = {name: name.endswith("harmful") for name in test}  # over_refusal: harmless
 
         stages.enter("groups")
         labelled = _label(config, adapter, chat, panel, train_prompts, train_labels, train)
