@@ -1,10 +1,11 @@
 """Does a Latent Guard fitted on the built-in prompts transfer to prompts written in another style?
 
 Fits on the built-in train prompts (128 + 128), calibrates τ on the built-in validation prompts
-(64 + 64), and measures every guard setting (layer range × raw/centred × τ = 0 or calibrated)
-and the logistic probe on the built-in test prompts and on the two other-style sets in
-``benchmarks/prompt_sets`` (terse, polite). Activations are read once; the settings are pure
-arithmetic on them. Prints a Markdown table; ``--out FILE`` also writes it as JSON.
+(64 + 64), and measures every guard setting (reading × layer range × raw/centred × τ = 0 or
+calibrated) and the logistic probe on the same reading, on the built-in validation and test
+prompts and on the two other-style sets in ``benchmarks/prompt_sets`` (terse, polite).
+Activations are read once; the settings are pure arithmetic on them. Prints a Markdown table;
+``--out FILE`` also writes it as JSON.
 
     python benchmarks/guard_transfer.py --out benchmarks/results/guard_transfer.json
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from itertools import product
 from pathlib import Path
 
 import torch
@@ -20,6 +22,7 @@ import torch
 import refusalkit as rk
 from refusalkit.harmfulness import (
     LatentGuard,
+    PromptFeatures,
     balanced_accuracy,
     calibrate_threshold,
     fit_probe,
@@ -39,8 +42,8 @@ def main() -> int:
     model = rk.load_model("qwen2.5-coder-0.5b-instruct")
     chat = rk.chat_format(model, "none")
 
-    def inst(prompts, label):
-        return read_features(model, chat, prompts, 32, label).inst
+    def inst(prompts, label) -> PromptFeatures:
+        return read_features(model, chat, prompts, 32, label)
 
     splits = {
         label: split_prompts(rk.builtin_prompts(label)[0], 128, 64, 64, seed=0, label=label)
@@ -55,44 +58,56 @@ def main() -> int:
             for k in ("harmful", "harmless")
         }
     rows = []
-    for layer_range in ("all", "second-half"):
+    for reading, layer_range in product(("instruction_mean", "t_inst"), ("all", "second-half")):
         layers = parse_layer_range(layer_range, model.n_layers)
         for centred in (False, True):
             guard = LatentGuard.from_activations(
-                train["harmful"], train["harmless"], layers=layers, centred=centred
-            )
+                train["harmful"].reading(reading), train["harmless"].reading(reading),
+                layers=layers, centred=centred, reading=reading,
+            )  # fmt: skip
             calibrated = calibrate_threshold(
-                guard.scores_from_activations(val["harmful"]),
-                guard.scores_from_activations(val["harmless"]),
-            ).tau
-            for rule, tau in (("zero", 0.0), ("calibrated", calibrated)):
-                row = {"layers": layer_range, "centred": centred, "tau": rule}
+                guard.scores_from_features(val["harmful"]),
+                guard.scores_from_features(val["harmless"]),
+            )
+            for rule, tau in (("zero", 0.0), ("calibrated", calibrated.tau)):
+                row = {"reading": reading, "layers": layer_range, "centred": centred, "tau": rule}
+                row["val"] = balanced_accuracy(
+                    guard.scores_from_features(val["harmful"]),
+                    guard.scores_from_features(val["harmless"]),
+                    tau,
+                )
                 for name, data in tests.items():
                     row[name] = balanced_accuracy(
-                        guard.scores_from_activations(data["harmful"]),
-                        guard.scores_from_activations(data["harmless"]),
+                        guard.scores_from_features(data["harmful"]),
+                        guard.scores_from_features(data["harmless"]),
                         tau,
                     )
                 rows.append(row)
+
+        def features(
+            data: PromptFeatures, reading: str = reading, layers: tuple[int, ...] = layers
+        ) -> torch.Tensor:
+            return probe_features(data.reading(reading), layers)
+
         probe = fit_probe(
-            probe_features(train["harmful"], layers), probe_features(train["harmless"], layers),
-            probe_features(val["harmful"], layers), probe_features(val["harmless"], layers),
+            features(train["harmful"]), features(train["harmless"]),
+            features(val["harmful"]), features(val["harmless"]),
         )  # fmt: skip
-        row = {"layers": layer_range, "centred": None, "tau": "logistic probe"}
-        for name, data in tests.items():
+        row = {"reading": reading, "layers": layer_range, "centred": None, "tau": "logistic probe"}
+        for name, data in {"val": val, **tests}.items():
             row[name] = balanced_accuracy(
-                probe.logits(probe_features(data["harmful"], layers)),
-                probe.logits(probe_features(data["harmless"], layers)),
+                probe.logits(features(data["harmful"])),
+                probe.logits(features(data["harmless"])),
                 0.0,
             )
         rows.append(row)
-    print("| layers | cosines | τ | built-in test | terse | polite |")
-    print("|---|---|---|---|---|---|")
+    print("| reading | layers | cosines | τ | built-in val | built-in test | terse | polite |")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         kind = "–" if row["centred"] is None else ("centred" if row["centred"] else "raw")
         print(
-            f"| {row['layers']} | {kind} | {row['tau']} | {row['built-in']:.3f} | "
-            f"{row['terse']:.3f} | {row['polite']:.3f} |"
+            f"| {row['reading']} | {row['layers']} | {kind} | {row['tau']} | {row['val']:.3f} | "
+            f"{row['built-in']:.3f} | {row['terse']:.3f} | {row['polite']:.3f} |"
         )
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2) + "\n")

@@ -126,6 +126,44 @@ def test_features_are_the_hidden_states_at_t_inst_and_the_last_token(adapter):
                                        rtol=1e-4, atol=1e-5)  # fmt: skip
 
 
+def _instruction_token_columns(tokenizer, rendered: str, instruction: str) -> list[int]:
+    """Oracle for the instruction's tokens, from character offsets (no refusalkit code): the
+    tokens of the rendered prompt whose characters lie inside the instruction's text."""
+    begin = rendered.rindex(instruction)
+    finish = begin + len(instruction)
+    encoded = tokenizer(rendered, add_special_tokens=False, return_offsets_mapping=True)
+    return [
+        column
+        for column, (first, last) in enumerate(encoded["offset_mapping"])
+        if first < finish and last > begin
+    ]
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_instruction_mean_is_the_hidden_states_averaged_over_the_instruction(family):
+    adapter = make_adapter(family, n_layers=3)
+    chat = build_chat_format(adapter.tokenizer)
+    prompts = [Prompt(p.text) for p in builtin_prompts("harmless")[0][:4]]
+    prompts.append(Prompt("Zebras are striped; why?"))  # starts like InstructionBounds' reference
+    features = read_features(adapter, chat, prompts, 3, "t")
+    for i, prompt in enumerate(prompts):
+        rendered = chat.render(prompt.text)
+        ids = chat.encode(prompt.text)
+        assert adapter.tokenizer(rendered, add_special_tokens=False)["input_ids"] == ids
+        columns = _instruction_token_columns(adapter.tokenizer, rendered, prompt.text)
+        assert columns[-1] == len(ids) + chat.t_inst_position
+        with torch.inference_mode():
+            hidden = adapter.model(
+                input_ids=torch.tensor([ids]), output_hidden_states=True
+            ).hidden_states
+        for layer in range(adapter.n_layers):
+            expected = hidden[layer][0, columns].float().mean(0)
+            torch.testing.assert_close(features.instruction_mean[i, layer], expected,
+                                       rtol=1e-4, atol=1e-5)  # fmt: skip
+        assert features.reading("instruction_mean") is features.instruction_mean
+        assert features.reading("t_inst") is features.inst
+
+
 @pytest.mark.parametrize("tokenizer", [lambda: make_tokenizer("chatml"), make_inst_tokenizer],
                          ids=["chatml", "inst-metaspace"])  # fmt: skip
 def test_instruction_span_holds_the_instruction_tokens(tokenizer):
@@ -180,13 +218,32 @@ def test_guard_api_fit_save_load_classify(adapter, tmp_path):
     loaded = LatentGuard.load(guard.save(tmp_path / "guard"))
     assert loaded.score(adapter, harmful[:3]) == pytest.approx(scores, abs=1e-12)
     assert (loaded.tau, loaded.layers, loaded.centred) == (guard.tau, guard.layers, guard.centred)
+    assert loaded.reading == guard.reading == "instruction_mean"
     untuned = LatentGuard.fit(adapter, harmful[:6], harmless[:6])
     assert untuned.tau == 0.0 and untuned.tau_rule == "zero"
+    # t_inst (the paper's reading): the score is the belief score of the features at t_inst
+    paper = LatentGuard.fit(adapter, harmful[:6], harmless[:6], reading="t_inst", centred=False)
+    features = read_features(adapter, build_chat_format(adapter.tokenizer),
+                             [Prompt(t) for t in harmful[:3]], 2, "t")  # fmt: skip
+    expected = belief_scores(features.inst, paper.harmful_centroids, paper.harmless_centroids,
+                             paper.layers, centred=False)  # fmt: skip
+    assert paper.score(adapter, harmful[:3]) == pytest.approx(expected.tolist(), abs=1e-6)
+    with pytest.raises(RefusalkitError, match="unknown guard reading"):
+        LatentGuard.fit(adapter, harmful[:6], harmless[:6], reading="mean")
+    # a guard written before the reading was recorded read t_inst
+    record = json.loads((tmp_path / "guard" / "guard.json").read_text())
+    del record["reading"]
+    (tmp_path / "guard" / "guard.json").write_text(json.dumps(record))
+    assert LatentGuard.load(tmp_path / "guard").reading == "t_inst"
     guard.model["fingerprint"] = "a" * 16
     with pytest.raises(RefusalkitError, match="fit a guard for it"):
         guard.check_model("b" * 16)
     with pytest.raises(RefusalkitError, match=r"holds no guard\.json"):
         LatentGuard.load(tmp_path)
+
+
+def summary_reading(run_dir) -> str:
+    return json.loads((run_dir / "summary.json").read_text())["guard"]["reading"]
 
 
 def _cli(capsys, *args):
@@ -227,7 +284,10 @@ def test_harmfulness_command_writes_the_contract(model_dir, tmp_path, capsys):
         correct = entry["flagged_harmful"] if harmful else entry["n"] - entry["flagged_harmful"]
         assert entry["accuracy"] == correct / entry["n"]
     assert set(record["baselines"]) == {"own-refusal", "delta-refuse", "logistic-probe"}
-    assert len(record["guard_settings"]) == 8  # 2 layer ranges × raw/centred × tau 0/calibrated
+    # 2 readings × 2 layer ranges × raw/centred × tau 0/calibrated
+    assert len(record["guard_settings"]) == 16
+    assert {row["reading"] for row in record["guard_settings"]} == {"t_inst", "instruction_mean"}
+    assert guard["reading"] == "instruction_mean" and summary_reading(out) == "instruction_mean"
     assert (out / "guard" / "guard.json").is_file() and (out / "report.html").is_file()
     directions = read_tensors(out / "directions.safetensors", ("harmfulness", "refusal"))
     assert directions["harmfulness"].shape == (5, 64)
@@ -268,12 +328,14 @@ def test_harmfulness_command_writes_the_contract(model_dir, tmp_path, capsys):
 def test_guard_fit_writes_a_guard_and_refuses_to_overwrite(model_dir, tmp_path, capsys):
     out = tmp_path / "guard"
     args = ["guard", "fit", "--model", model_dir, "--n-train", "6", "--n-val", "3", "--quiet",
-            "--guard-tau", "zero", "--guard-centring", "raw", "--out", out]  # fmt: skip
+            "--guard-tau", "zero", "--guard-centring", "raw", "--guard-reading", "t_inst",
+            "--out", out]  # fmt: skip
     code, stdout, err = _cli(capsys, *args)
     assert code == 0, err
     assert "guard written" in stdout
     record = json.loads((out / "guard.json").read_text())
     assert record["tau"] == 0.0 and record["centred"] is False and record["model"]["fingerprint"]
+    assert record["reading"] == "t_inst" and LatentGuard.load(out).reading == "t_inst"
     code, _, err = _cli(capsys, *args)
     assert code == 2 and "--force" in err
     code, _, err = _cli(capsys, "guard", "classify", tmp_path, tmp_path / "missing.txt")

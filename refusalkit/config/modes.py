@@ -23,6 +23,8 @@ Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 # midpoint; its threshold: 0 (the paper's) or calibrated on the validation prompts.
 GuardCentring = Literal["centred", "raw"]
 GuardTau = Literal["calibrated", "zero"]
+# What the guard reads: the mean over the instruction's tokens, or t_inst (the paper's).
+GuardReading = Literal["instruction_mean", "t_inst"]
 
 SELECTORS: tuple[Selector, ...] = get_args(Selector)
 STEERINGS: tuple[Steering, ...] = get_args(Steering)
@@ -35,6 +37,7 @@ WEAK_ALIGNMENT_MODES: tuple[WeakAlignmentMode, ...] = get_args(WeakAlignmentMode
 DTYPE_NAMES: tuple[Dtype, ...] = get_args(Dtype)
 GUARD_CENTRINGS: tuple[GuardCentring, ...] = get_args(GuardCentring)
 GUARD_TAUS: tuple[GuardTau, ...] = get_args(GuardTau)
+GUARD_READINGS: tuple[GuardReading, ...] = get_args(GuardReading)
 
 # CPU defaults are smaller than the paper's (180 train / 100 val per class) so that the default
 # run finishes in minutes on two cores; ``--paper`` restores the paper's sizes.

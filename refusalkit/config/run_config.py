@@ -16,6 +16,7 @@ from refusalkit.config.modes import (
     Aggregation,
     Dtype,
     GuardCentring,
+    GuardReading,
     GuardTau,
     Judge,
     JudgeModelKind,
@@ -479,6 +480,16 @@ class RunConfig:
             HARMFULNESS,
             help="centred: cosines after subtracting the centroids' midpoint; raw: the paper's "
             "cosines (default %(default)s)",
+        ),
+    )
+    guard_reading: GuardReading = field(
+        default="instruction_mean",
+        metadata=cli_option(
+            "--guard-reading",
+            HARMFULNESS,
+            help="what the Latent Guard reads: instruction_mean (block inputs averaged over the "
+            "instruction's tokens) or t_inst (the instruction's last token, the paper's) "
+            "(default %(default)s)",
         ),
     )
     guard_tau: GuardTau = field(

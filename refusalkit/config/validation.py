@@ -13,6 +13,7 @@ from refusalkit.config.modes import (
     AGGREGATIONS,
     DTYPE_NAMES,
     GUARD_CENTRINGS,
+    GUARD_READINGS,
     GUARD_TAUS,
     JUDGE_MODEL_KINDS,
     JUDGES,
@@ -189,6 +190,7 @@ def validate(config: RunConfig) -> None:
     check_mode("dtype", config.dtype, DTYPE_NAMES)
     check_mode("guard centring", config.guard_centring, GUARD_CENTRINGS)
     check_mode("guard threshold", config.guard_tau, GUARD_TAUS)
+    check_mode("guard reading", config.guard_reading, GUARD_READINGS)
     if not math.isfinite(config.inversion_alpha):
         raise RefusalkitError("--inversion-alpha must be a finite number")
     SystemPrompt.parse(config.system_prompt)

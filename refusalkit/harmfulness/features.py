@@ -1,6 +1,13 @@
 """What SPEC §8 reads from the model: every prompt's block inputs at ``t_inst`` (the instruction's
-last token) and ``t_post-inst`` (the last prompt token) at every layer, and its refusal log-odds at
-the first response position — one forward per batch, no generation."""
+last token) and ``t_post-inst`` (the last prompt token) at every layer, their mean over the
+instruction's tokens (the guard's other reading), and its refusal log-odds at the first response
+position — one forward per batch, no generation.
+
+Why a mean over the instruction: on the default model the block inputs at ``t_inst`` are dominated
+by the identity of that one token (a "." or "?" carries a few huge coordinates from layer 6 on), so
+a guard reading ``t_inst`` learns the built-in prompts' punctuation and flags every prompt of
+another style (README, "Harmfulness is not refusal"). The mean over the instruction's tokens
+reads the whole request."""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from refusalkit.activations import encode_batches, forward
+from refusalkit.errors import RefusalkitError
 from refusalkit.models.adapter import ModelAdapter
 from refusalkit.progress import track
 from refusalkit.prompts.chat import ChatFormat
@@ -22,11 +30,52 @@ from refusalkit.selection.refusal_score import refusal_log_odds, refusal_tokens
 class PromptFeatures:
     inst: torch.Tensor  # [N, L, d] float32: block inputs at t_inst
     post: torch.Tensor  # [N, L, d] float32: block inputs at t_post-inst (position -1)
+    instruction_mean: torch.Tensor  # [N, L, d] float32: block inputs averaged over the instruction
     refusal_log_odds: torch.Tensor  # [N] float64, first response position, unmodified model
     seconds_per_prompt: float  # wall time of these forwards per prompt (latency, not a benchmark)
 
     def __len__(self) -> int:
         return int(self.inst.shape[0])
+
+    def reading(self, name: str) -> torch.Tensor:
+        """The guard's input: ``t_inst`` (the paper's) or ``instruction_mean``."""
+        if name not in READINGS:
+            raise RefusalkitError(
+                f"unknown guard reading {name!r}: one of {', '.join(READINGS)}"
+            )
+        return self.inst if name == "t_inst" else self.instruction_mean
+
+
+READINGS = ("t_inst", "instruction_mean")
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class InstructionBounds:
+    """Where an instruction's tokens lie in a prompt encoded by ``chat``: after the template's
+    head (the tokens every instruction shares) and before the post-instruction suffix. The head's
+    end is where the prompt parts from two reference instructions that share no first token; the
+    smaller of the two common prefixes, so an instruction that begins like one reference still
+    starts at the head's end."""
+
+    _REFERENCES = ("Zebra", "1 2 3")
+
+    def __init__(self, chat: ChatFormat) -> None:
+        self._n_post = chat.n_post_instruction
+        self._heads = [chat.encode(r)[: -self._n_post] for r in self._REFERENCES]
+
+    def __call__(self, ids: Sequence[int]) -> tuple[int, int]:
+        """``[start, end)`` of the instruction in ``ids`` (at least one token)."""
+        end = len(ids) - self._n_post
+        start = min(common_prefix(ids[:end], head) for head in self._heads)
+        return min(start, end - 1), end
 
 
 def read_features(
@@ -41,23 +90,33 @@ def read_features(
     tokens (SPEC §4)."""
     ids = refusal_ids if refusal_ids is not None else refusal_tokens(adapter.tokenizer).ids
     layers = list(range(adapter.n_layers))
-    positions = [chat.t_inst_position, -1]
+    bounds = InstructionBounds(chat)
     inst: dict[int, torch.Tensor] = {}
     post: dict[int, torch.Tensor] = {}
+    mean: dict[int, torch.Tensor] = {}
     odds: dict[int, float] = {}
     started = time.perf_counter()
     for batch in track(encode_batches(chat, prompts, batch_size, adapter.device), description):
-        out = forward(adapter, batch, read_layers=layers, positions=positions, logits=True)
-        stacked = torch.stack([out.readings[l].cpu() for l in layers], dim=2)  # [B, 2, L, d]
+        out = forward(adapter, batch, read_layers=layers, positions=None, logits=True)
+        # [B, T, L, d], rows left-padded: a prompt of n tokens fills the last n columns
+        sequence = torch.stack([out.readings[l].cpu() for l in layers], dim=2)
+        width = sequence.shape[1]
         assert out.last_logits is not None
         scores = refusal_log_odds(out.last_logits, ids).tolist()
         for row, index in enumerate(batch.order):
-            inst[index], post[index], odds[index] = stacked[row, 0], stacked[row, 1], scores[row]
+            encoded = chat.encode(prompts[index].text)
+            start, end = bounds(encoded)
+            offset = width - len(encoded)
+            inst[index] = sequence[row, offset + end - 1]
+            post[index] = sequence[row, -1]
+            mean[index] = sequence[row, offset + start : offset + end].mean(0)
+            odds[index] = scores[row]
     seconds = (time.perf_counter() - started) / max(1, len(prompts))
     order = range(len(prompts))
     return PromptFeatures(
         torch.stack([inst[i] for i in order]),
         torch.stack([post[i] for i in order]),
+        torch.stack([mean[i] for i in order]),
         torch.tensor([odds[i] for i in order], dtype=torch.float64),
         seconds,
     )

@@ -1,7 +1,8 @@
 """The Latent Guard (Zhao et al., NeurIPS 2025; SPEC §8): a prompt is harmful iff its harmfulness
-belief score at ``t_inst`` — the mean over a layer range of cos(h, harmful centroid) − cos(h,
-harmless centroid) — is at least ``tau``. One forward over the prompt (up to the last guard layer),
-no generation, no extra model.
+belief score — the mean over a layer range of cos(h, harmful centroid) − cos(h, harmless
+centroid) — is at least ``tau``. ``h`` is read at ``t_inst`` (the paper's reading) or averaged over
+the instruction's tokens (``instruction_mean``). One forward over the prompt, no generation, no
+extra model.
 
 A guard is bound to the model it was fitted on: ``guard.json`` records the model and the checksum
 of its weights, and loading it next to another model is refused.
@@ -19,7 +20,7 @@ import torch
 
 from refusalkit.errors import RefusalkitError
 from refusalkit.harmfulness.beliefs import Threshold, belief_scores, calibrate_threshold, centroid
-from refusalkit.harmfulness.features import PromptFeatures, read_features
+from refusalkit.harmfulness.features import READINGS, PromptFeatures, read_features
 from refusalkit.io import read_json, read_tensors, write_json, write_tensors
 from refusalkit.models.adapter import ModelAdapter
 from refusalkit.prompts.chat import ChatFormat, SystemPrompt, build_chat_format
@@ -35,6 +36,7 @@ GUARD_FORMAT = 1
 # prompts there.
 DEFAULT_CENTRED = True
 DEFAULT_CALIBRATE = True
+DEFAULT_READING = "instruction_mean"
 
 
 def _features(
@@ -83,6 +85,7 @@ class LatentGuard:
     centred: bool
     tau: float
     tau_rule: str  # "zero" (the paper's) or "calibrated" (best balanced accuracy on validation)
+    reading: str = "t_inst"  # which PromptFeatures reading the centroids were taken from
     model: dict[str, Any] = field(default_factory=dict)  # name, fingerprint: what it was fitted on
     fit_record: dict[str, Any] = field(default_factory=dict)  # counts and validation accuracy
 
@@ -93,14 +96,19 @@ class LatentGuard:
         *,
         layers: Sequence[int],
         centred: bool = DEFAULT_CENTRED,
+        reading: str = DEFAULT_READING,
         val_harmful: torch.Tensor | None = None,
         val_harmless: torch.Tensor | None = None,
         model: dict[str, Any] | None = None,
     ) -> LatentGuard:
-        """A guard from ``t_inst`` activations ``[N, L, d]``; with validation activations tau is
-        calibrated on them, without it is 0."""
+        """A guard from activations ``[N, L, d]`` of the named ``reading``; with validation
+        activations (same reading) tau is calibrated on them, without it is 0."""
+        if reading not in READINGS:
+            raise RefusalkitError(
+                f"unknown guard reading {reading!r}: one of {', '.join(READINGS)}"
+            )
         guard = LatentGuard(
-            centroid(harmful), centroid(harmless), tuple(layers), centred, 0.0, "zero",
+            centroid(harmful), centroid(harmless), tuple(layers), centred, 0.0, "zero", reading,
             dict(model or {}), {"n_harmful": len(harmful), "n_harmless": len(harmless)},
         )  # fmt: skip
         if val_harmful is not None and val_harmless is not None:
@@ -126,21 +134,23 @@ class LatentGuard:
         val_harmless: Sequence[str | Prompt] | None = None,
         layers: Sequence[int] | None = None,
         centred: bool = DEFAULT_CENTRED,
+        reading: str = DEFAULT_READING,
         system: str = "none",
         batch_size: int = 16,
     ) -> LatentGuard:
         """Fit on a loaded model (``refusalkit.load_model``): centroids from ``harmful`` and
-        ``harmless`` at ``t_inst``; τ calibrated on the validation prompts when given, else 0."""
+        ``harmless`` in ``reading``; τ calibrated on the validation prompts when given, else 0."""
         chat = build_chat_format(model.tokenizer, SystemPrompt.parse(system))
 
         def inst(prompts: Sequence[str | Prompt]) -> torch.Tensor:
-            return _features(model, chat, prompts, batch_size).inst
+            return _features(model, chat, prompts, batch_size).reading(reading)
 
         validation = val_harmful is not None and val_harmless is not None
         return LatentGuard.from_activations(
             inst(harmful), inst(harmless),
             layers=tuple(layers) if layers is not None else default_layers(model.n_layers),
             centred=centred,
+            reading=reading,
             val_harmful=inst(val_harmful) if validation and val_harmful is not None else None,
             val_harmless=inst(val_harmless) if validation and val_harmless is not None else None,
             model={"name": model.name, "system_prompt": system},
@@ -158,7 +168,7 @@ class LatentGuard:
         chosen = system if system is not None else str(self.model.get("system_prompt", "none"))
         chat = build_chat_format(model.tokenizer, SystemPrompt.parse(chosen))
         features = _features(model, chat, prompts, batch_size)
-        return [float(s) for s in self.scores_from_activations(features.inst)]
+        return [float(s) for s in self.scores_from_features(features)]
 
     def classify(
         self,
@@ -173,11 +183,14 @@ class LatentGuard:
             s >= self.tau for s in self.score(model, prompts, system=system, batch_size=batch_size)
         ]
 
-    def scores_from_activations(self, inst: torch.Tensor) -> torch.Tensor:
-        """``Δ_harmful`` per prompt from its ``t_inst`` block inputs ``[N, L, d]``."""
+    def scores_from_activations(self, activations: torch.Tensor) -> torch.Tensor:
+        """``Δ_harmful`` per prompt from its block inputs ``[N, L, d]`` in this guard's reading."""
         return belief_scores(
-            inst, self.harmful_centroids, self.harmless_centroids, self.layers, self.centred
+            activations, self.harmful_centroids, self.harmless_centroids, self.layers, self.centred
         )
+
+    def scores_from_features(self, features: PromptFeatures) -> torch.Tensor:
+        return self.scores_from_activations(features.reading(self.reading))
 
     def decide(self, scores: torch.Tensor) -> list[bool]:
         return [bool(s >= self.tau) for s in scores]
@@ -185,7 +198,7 @@ class LatentGuard:
     def describe(self) -> dict[str, Any]:
         return {
             "format": GUARD_FORMAT,
-            "position": "t_inst",
+            "reading": self.reading,
             "layers": list(self.layers),
             "centred": self.centred,
             "tau": self.tau,
@@ -202,7 +215,7 @@ class LatentGuard:
                 "harmful_centroids": self.harmful_centroids,
                 "harmless_centroids": self.harmless_centroids,
             },
-            {"layout": "[layer (block input at t_inst), hidden]"},
+            {"layout": f"[layer (block input, {self.reading}), hidden]"},
         )
         write_json(directory / GUARD_RECORD, self.describe())
         return directory
@@ -227,7 +240,9 @@ class LatentGuard:
         return LatentGuard(
             tensors["harmful_centroids"], tensors["harmless_centroids"],
             tuple(int(x) for x in record["layers"]), bool(record["centred"]),
-            float(record["tau"]), str(record["tau_rule"]), dict(record.get("model") or {}),
+            float(record["tau"]), str(record["tau_rule"]),
+            # guards written before the reading was recorded read t_inst
+            str(record.get("reading", "t_inst")), dict(record.get("model") or {}),
             dict(record.get("fit") or {}),
         )  # fmt: skip
 

@@ -22,6 +22,7 @@ from torch import nn
 
 from refusalkit.activations import forward, pad_left
 from refusalkit.evaluation.metrics import wilson_interval
+from refusalkit.harmfulness.features import common_prefix
 from refusalkit.models.adapter import ModelAdapter
 from refusalkit.progress import track
 from refusalkit.prompts.chat import ChatFormat
@@ -36,15 +37,6 @@ def inversion_prompt(instruction: str) -> str:
     return f"{instruction}\n\n{INVERSION_QUESTION}"
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def instruction_span(chat: ChatFormat, instruction: str) -> tuple[list[int], int, int]:
     """The inversion prompt's token ids and the ``[start, end)`` span of the instruction's tokens
     in it: after the template's prefix (shared with a prompt of another text) and up to where the
@@ -52,8 +44,8 @@ def instruction_span(chat: ChatFormat, instruction: str) -> tuple[list[int], int
     full = chat.encode(inversion_prompt(instruction))
     alone = chat.encode(instruction)[: -chat.n_post_instruction]
     other = chat.encode(INVERSION_QUESTION)[: -chat.n_post_instruction]
-    start = _common_prefix(alone, other)
-    end = max(_common_prefix(full, alone), start + 1)
+    start = common_prefix(alone, other)
+    end = max(common_prefix(full, alone), start + 1)
     return full, start, end
 
 

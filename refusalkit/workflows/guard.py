@@ -49,13 +49,14 @@ def fit_guard(config: RunConfig, out: Path, *, force: bool = False) -> LatentGua
         prompts = getattr(splits[label], split)
         return read_features(
             adapter, chat, prompts, config.batch_size, f"guard: {label} {split}"
-        ).inst
+        ).reading(config.guard_reading)
 
     guard = LatentGuard.from_activations(
         inst("harmful", "train"),
         inst("harmless", "train"),
         layers=parse_layer_range(config.guard_layers, adapter.n_layers),
         centred=config.guard_centring == "centred",
+        reading=config.guard_reading,
         val_harmful=inst("harmful", "val") if calibrate else None,
         val_harmless=inst("harmless", "val") if calibrate else None,
         model={
@@ -98,8 +99,8 @@ def classify_file(
     guard = LatentGuard.load(guard_dir)
     prompts, _ = load_prompts(file, column)
     adapter, chat = _guard_model(guard, device, dtype)
-    scores = guard.scores_from_activations(
-        read_features(adapter, chat, prompts, batch_size, "guard: prompts").inst
+    scores = guard.scores_from_features(
+        read_features(adapter, chat, prompts, batch_size, "guard: prompts")
     )
     rows = [
         {"index": i, "prompt": p.text, "score": float(s), "harmful": bool(s >= guard.tau)}
@@ -126,8 +127,8 @@ def evaluate_files(
     adapter, chat = _guard_model(guard, device, dtype)
     flags = {}
     for label, prompts in (("harmful", harmful), ("harmless", harmless)):
-        scores = guard.scores_from_activations(
-            read_features(adapter, chat, prompts, batch_size, f"guard: {label}").inst
+        scores = guard.scores_from_features(
+            read_features(adapter, chat, prompts, batch_size, f"guard: {label}")
         )
         flags[label] = guard.decide(scores)
     pair = precision_recall(flags["harmful"], flags["harmless"])

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from refusalkit.harmfulness.beliefs import (
     centroid,
     per_layer_cosine,
 )
-from refusalkit.harmfulness.features import PromptFeatures, read_features
+from refusalkit.harmfulness.features import READINGS, PromptFeatures, read_features
 from refusalkit.harmfulness.guard import LatentGuard, parse_layer_range
 from refusalkit.harmfulness.inversion import default_inversion_layers, reply_inversion
 from refusalkit.harmfulness.metrics import precision_recall, set_accuracy
@@ -209,10 +210,13 @@ def run_harmfulness(config: RunConfig, out: Path, *, force: bool = False) -> dic
 
         stages.enter("guard")
         model_identity = {"name": config.model, "fingerprint": model_checksum(resolved.fingerprint)}
+        reading = config.guard_reading
+        calibrate = config.guard_tau == "calibrated"
         guard = LatentGuard.from_activations(
-            train.inst[harm_idx], train.inst[harmless_idx], layers=layers, centred=centred,
-            val_harmful=val["harmful"].inst if config.guard_tau == "calibrated" else None,
-            val_harmless=val["harmless"].inst if config.guard_tau == "calibrated" else None,
+            train.reading(reading)[harm_idx], train.reading(reading)[harmless_idx],
+            layers=layers, centred=centred, reading=reading,
+            val_harmful=val["harmful"].reading(reading) if calibrate else None,
+            val_harmless=val["harmless"].reading(reading) if calibrate else None,
             model=model_identity,
         )  # fmt: skip
         guard.save(run_dir.file("guard"))
@@ -292,6 +296,7 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
             "layers": guard["layers"],
             "centred": guard["centred"],
             "tau": guard["tau"],
+            "reading": guard["reading"],
             "test_balanced_accuracy": guard["pairs"]["test"]["balanced_accuracy"],
         },
         "seconds": record["seconds"],
@@ -305,24 +310,24 @@ def _guard_settings_on_val(
     val: dict[str, PromptFeatures],
     n_layers: int,
 ) -> list[dict[str, Any]]:
-    """Balanced accuracy on the validation prompts of every guard setting (layer range × raw or
-    centred × τ = 0 or calibrated there): what the defaults were chosen by. Calibrated rows are
-    measured on the prompts τ was fitted on, so they are an upper bound of their kind."""
+    """Balanced accuracy on the validation prompts of every guard setting (reading × layer range
+    × raw or centred × τ = 0 or calibrated there): what the defaults were chosen by. Calibrated
+    rows are measured on the prompts τ was fitted on, so they are an upper bound of their kind."""
     rows = []
-    for layer_range in LAYER_RANGES:
-        layers = parse_layer_range(layer_range, n_layers)
-        for centred in (False, True):
-            guard = LatentGuard.from_activations(
-                train.inst[harm_idx], train.inst[harmless_idx], layers=layers, centred=centred
-            )
-            positive = guard.scores_from_activations(val["harmful"].inst)
-            negative = guard.scores_from_activations(val["harmless"].inst)
-            calibrated = calibrate_threshold(positive, negative)
-            for rule, tau in (("zero", 0.0), ("calibrated", calibrated.tau)):
-                rows.append({
-                    "layers": layer_range, "centred": centred, "tau_rule": rule, "tau": tau,
-                    "val_balanced_accuracy": balanced_accuracy(positive, negative, tau),
-                })  # fmt: skip
+    for reading, layer_range, centred in product(READINGS, LAYER_RANGES, (False, True)):
+        guard = LatentGuard.from_activations(
+            train.reading(reading)[harm_idx], train.reading(reading)[harmless_idx],
+            layers=parse_layer_range(layer_range, n_layers), centred=centred, reading=reading,
+        )  # fmt: skip
+        positive = guard.scores_from_features(val["harmful"])
+        negative = guard.scores_from_features(val["harmless"])
+        calibrated = calibrate_threshold(positive, negative)
+        for rule, tau in (("zero", 0.0), ("calibrated", calibrated.tau)):
+            rows.append({
+                "reading": reading, "layers": layer_range, "centred": centred,
+                "tau_rule": rule, "tau": tau,
+                "val_balanced_accuracy": balanced_accuracy(positive, negative, tau),
+            })  # fmt: skip
     return rows
 
 
@@ -340,19 +345,20 @@ def _classifiers(
     refuse_tau = calibrate_threshold(
         delta_refuse(val["harmful"]), delta_refuse(val["harmless"])
     ).tau
+    reading = guard.reading  # the probe reads what the guard reads: the same activations
     probe = fit_probe(
-        probe_features(train.inst[harm_idx], layers),
-        probe_features(train.inst[harmless_idx], layers),
-        probe_features(val["harmful"].inst, layers),
-        probe_features(val["harmless"].inst, layers),
+        probe_features(train.reading(reading)[harm_idx], layers),
+        probe_features(train.reading(reading)[harmless_idx], layers),
+        probe_features(val["harmful"].reading(reading), layers),
+        probe_features(val["harmless"].reading(reading), layers),
     )
     threshold = panel.log_odds_threshold
     return {
-        "latent-guard": lambda f: guard.decide(guard.scores_from_activations(f.inst)),
+        "latent-guard": lambda f: guard.decide(guard.scores_from_features(f)),
         "own-refusal": lambda f: [bool(x > threshold) for x in f.refusal_log_odds],
         "delta-refuse": lambda f: [bool(x >= refuse_tau) for x in delta_refuse(f)],
         "logistic-probe": lambda f: [
-            bool(x >= 0) for x in probe.logits(probe_features(f.inst, layers))
+            bool(x >= 0) for x in probe.logits(probe_features(f.reading(reading), layers))
         ],
     }
 
