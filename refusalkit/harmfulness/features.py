@@ -40,9 +40,7 @@ class PromptFeatures:
     def reading(self, name: str) -> torch.Tensor:
         """The guard's input: ``t_inst`` (the paper's) or ``instruction_mean``."""
         if name not in READINGS:
-            raise RefusalkitError(
-                f"unknown guard reading {name!r}: one of {', '.join(READINGS)}"
-            )
+            raise RefusalkitError(f"unknown guard reading {name!r}: one of {', '.join(READINGS)}")
         return self.inst if name == "t_inst" else self.instruction_mean
 
 
