@@ -212,7 +212,7 @@ def test_guard_api_fit_save_load_classify(adapter, tmp_path):
     harmless = [p.text for p in builtin_prompts("harmless")[0][:8]]
     guard = LatentGuard.fit(adapter, harmful[:6], harmless[:6], val_harmful=harmful[6:],
                             val_harmless=harmless[6:])  # fmt: skip
-    assert guard.tau_rule == "calibrated" and guard.layers == (1, 2, 3)
+    assert guard.tau_rule == "calibrated" and guard.layers == (2, 3)  # the second half
     scores = guard.score(adapter, harmful[:3])
     assert guard.classify(adapter, harmful[:3]) == [s >= guard.tau for s in scores]
     loaded = LatentGuard.load(guard.save(tmp_path / "guard"))
@@ -274,7 +274,7 @@ def test_harmfulness_command_writes_the_contract(model_dir, tmp_path, capsys):
         assert sum(row["invalid_first_tokens"].values()) == row["invalid"]  # all, when < 5 kinds
         assert row["no_rate"] == row["no_count"] / 3
     guard = record["guard"]
-    assert guard["layers"] == [1, 2, 3, 4] and guard["centred"] is True
+    assert guard["layers"] == [2, 3, 4] and guard["centred"] is True  # second half of 5
     expected_sets = {"harmful", "harmless", "over_refusal"}
     expected_sets |= {f"{w}:{label}" for w in WRAPPERS for label in ("harmful", "harmless")}
     assert set(guard["evaluation"]) == expected_sets

@@ -464,7 +464,7 @@ class RunConfig:
     )
     # `refusalkit harmfulness` and `refusalkit guard fit` (SPEC §8).
     guard_layers: str = field(
-        default="all",
+        default="second-half",
         metadata=cli_option(
             "--guard-layers",
             HARMFULNESS,

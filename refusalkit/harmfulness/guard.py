@@ -30,13 +30,16 @@ GUARD_TENSORS = "guard.safetensors"
 GUARD_RECORD = "guard.json"
 GUARD_FORMAT = 1
 
-# Measured on the default model's validation split (README, "Harmfulness is not refusal"): the
-# centred score over every layer but the first with tau calibrated on the validation prompts
-# ranked best; raw cosines with tau = 0 (the paper's rule) flagged a third to a half of harmless
-# prompts there.
+# Measured on the default model (README, "Harmfulness is not refusal";
+# benchmarks/guard_transfer.py): on 64 + 64 built-in validation prompts the instruction mean with
+# centred cosines over the second half of the layers and tau calibrated there tied for the best
+# balanced accuracy (0.875, with raw cosines over every layer) and of the two it held up best on
+# prompts of another style; every t_inst setting was lower (at most 0.82) and flagged every prompt
+# of another style harmful. Raw cosines with tau = 0 (the paper's rule) were at most 0.78.
 DEFAULT_CENTRED = True
 DEFAULT_CALIBRATE = True
 DEFAULT_READING = "instruction_mean"
+DEFAULT_LAYER_RANGE = "second-half"
 
 
 def _features(
@@ -50,15 +53,11 @@ def _features(
     return read_features(model, chat, items, batch_size, "latent guard: reading prompts")
 
 
-def default_layers(n_layers: int) -> tuple[int, ...]:
-    """Every layer but 0 (block 0's input is the token embedding: no context at all)."""
-    return tuple(range(1, n_layers))
-
-
 def parse_layer_range(text: str, n_layers: int) -> tuple[int, ...]:
-    """``all``, ``A-B`` (inclusive), ``second-half`` or a comma list, checked against the model."""
+    """``all`` (every layer but 0: block 0's input is the token embedding, no context at all),
+    ``A-B`` (inclusive), ``second-half`` or a comma list, checked against the model."""
     if text == "all":
-        return default_layers(n_layers)
+        return tuple(range(1, n_layers))
     if text == "second-half":
         return tuple(range(n_layers // 2, n_layers))
     try:
@@ -148,7 +147,9 @@ class LatentGuard:
         validation = val_harmful is not None and val_harmless is not None
         return LatentGuard.from_activations(
             inst(harmful), inst(harmless),
-            layers=tuple(layers) if layers is not None else default_layers(model.n_layers),
+            layers=tuple(layers)
+            if layers is not None
+            else parse_layer_range(DEFAULT_LAYER_RANGE, model.n_layers),
             centred=centred,
             reading=reading,
             val_harmful=inst(val_harmful) if validation and val_harmful is not None else None,
