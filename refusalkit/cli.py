@@ -540,14 +540,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     _configure_transformers(args.log_level, quiet=args.quiet)
     out = args.out or _default_out(config.model)
     if args.command == "guard":
+        from refusalkit.report.harmfulness import guard_settings_text
         from refusalkit.workflows.guard import fit_guard
 
         guard = fit_guard(config, out, force=args.force)
-        print(  # noqa: T201
-            f"guard written to {out}: layers {guard.layers[0]}-{guard.layers[-1]}, "
-            f"{'centred' if guard.centred else 'raw'} cosines, "
-            f"tau {guard.tau:.4f} ({guard.tau_rule})"
-        )
+        print(f"guard written to {out}: {guard_settings_text(guard.describe())}")  # noqa: T201
         return ExitCode.OK
     if args.command == "geometry":
         from refusalkit.workflows.geometry import run_geometry

@@ -37,7 +37,6 @@ GUARD_FORMAT = 1
 # prompts of another style; every t_inst setting was lower (at most 0.82) and flagged every prompt
 # of another style harmful. Raw cosines with tau = 0 (the paper's rule) were at most 0.78.
 DEFAULT_CENTRED = True
-DEFAULT_CALIBRATE = True
 DEFAULT_READING = "instruction_mean"
 DEFAULT_LAYER_RANGE = "second-half"
 

@@ -20,6 +20,15 @@ CLASSIFIER_NAMES = {
 }
 
 
+def guard_settings_text(guard: dict[str, Any]) -> str:
+    """One line for a guard's ``describe()`` record: reading, layers, centring, τ."""
+    return (
+        f"{guard.get('reading', 't_inst')} reading, layers {guard['layers'][0]}–"
+        f"{guard['layers'][-1]}, {'centred' if guard['centred'] else 'raw'} cosines, "
+        f"τ = {guard['tau']:.4f} ({guard['tau_rule']})"
+    )
+
+
 def _pct(entry: Mapping[str, Any]) -> str:
     low, high = entry["ci95"]
     flagged = f"{entry['flagged_harmful']}/{entry['n']} flagged"
@@ -91,9 +100,7 @@ def render_harmfulness_markdown(record: Mapping[str, Any], provenance: Mapping[s
         "",
         _markdown_table(["layer", "none", "+harmfulness", "+refusal"], inversion_rows(record)),
         "",
-        f"## Latent Guard (layers {guard['layers'][0]}–{guard['layers'][-1]}, "
-        f"{'centred' if guard['centred'] else 'raw'} cosines, τ = {guard['tau']:.4f}, "
-        f"{guard['tau_rule']}) and baselines: accuracy",
+        f"## Latent Guard ({guard_settings_text(guard)}) and baselines: accuracy",
         "",
         _markdown_table(headers, rows),
         "",
@@ -155,9 +162,8 @@ def render_harmfulness_html(record: Mapping[str, Any]) -> str:
             [[td(_e(c)) for c in row] for row in inversion_rows(record)],
         ),
         "<h2>Latent Guard and baselines</h2>"
-        f"<p>Guard: layers {guard['layers'][0]}–{guard['layers'][-1]}, "
-        f"{'centred' if guard['centred'] else 'raw'} cosines, τ = {guard['tau']:.4f} "
-        f"({_e(guard['tau_rule'])}). Accuracy per set (flagged harmful / n; 95% CI).</p>",
+        f"<p>Guard: {_e(guard_settings_text(guard))}. Accuracy per set (flagged harmful / n; "
+        "95% CI).</p>",
         table([_e(h) for h in headers], [[td(_e(c)) for c in row] for row in rows]),
     ]
     return page(f"harmfulness — {record['model']}", "".join(body))
