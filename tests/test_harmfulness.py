@@ -270,7 +270,7 @@ def test_harmfulness_command_writes_the_contract(model_dir, tmp_path, capsys):
     inversion = record["reply_inversion"]
     assert {row["direction"] for row in inversion} == {"none", "harmfulness", "refusal"}
     for row in inversion:
-        assert row["n"] == 3 and 0 <= row["no_count"] + row["invalid"] <= 3
+        assert row["n"] == 3 and row["no_count"] + row["affirmative_count"] + row["invalid"] == 3
         assert sum(row["invalid_first_tokens"].values()) == row["invalid"]  # all, when < 5 kinds
         assert row["no_rate"] == row["no_count"] / 3
     guard = record["guard"]

@@ -68,7 +68,7 @@ def inversion_rows(record: Mapping[str, Any]) -> list[list[str]]:
             low, high = row["no_ci95"]
             cells.append(
                 f"{row['no_rate']:.2f} ({row['no_count']}/{row['n']}; {low:.2f}–{high:.2f}; "
-                f"invalid {row['invalid']})"
+                f"affirmative {row['affirmative_count']}, invalid {row['invalid']})"
             )
         out.append(cells)
     return out
@@ -154,8 +154,8 @@ def render_harmfulness_html(record: Mapping[str, Any]) -> str:
         img(cosine, "cosine of the harmfulness and refusal directions per layer"),
         img(scatter, "belief scores by group and by wrapper"),
         img(control, "belief scores of harmless prompts, plain and wrapped"),
-        "<h2>Reply inversion</h2><p>'No' rate on harmless prompts (count; 95% CI; invalid "
-        "first tokens counted apart) unsteered and with each direction added on the "
+        "<h2>Reply inversion</h2><p>'No' rate on harmless prompts (count; 95% CI; affirmative "
+        "replies — Certainly or Yes — and invalid first tokens counted apart) unsteered and with each direction added on the "
         "instruction tokens.</p>",
         table(
             ["layer", "none", "+harmfulness", "+refusal"],

@@ -258,7 +258,7 @@ def run_harmfulness(config: RunConfig, out: Path, *, force: bool = False) -> dic
             "reply_inversion_settings": {
                 "alpha": config.inversion_alpha,
                 "n": len(harmless.test[: config.n_inversion]),
-                "reply": "greedy first token: No, Certainly, or invalid",
+                "reply": "greedy first token: No, affirmative (Certainly or Yes), or invalid",
             },
             "guard": {
                 **guard.describe(),
