@@ -519,8 +519,11 @@ class RunConfig:
             help="harmless test prompts in the reply-inversion test (default %(default)s)",
         ),
     )
+    # 3, measured on the default model: at 1 neither direction moves the answer much (at most 9 of
+    # 32 "No"s flipped); at 3 the harmfulness direction flips 25-26 of 32 at layers 6-8 where the
+    # refusal direction at the same norm flips 8-9 (README, "Harmfulness is not refusal").
     inversion_alpha: float = field(
-        default=1.0,
+        default=3.0,
         metadata=cli_option(
             "--inversion-alpha",
             HARMFULNESS,
