@@ -357,6 +357,8 @@ def test_harmfulness_features_agree_with_encode_batches_order(adapter):
     for i, prompt in enumerate(prompts):
         alone = read_features(adapter, chat, [prompt], 1, "t", ids)
         torch.testing.assert_close(together.inst[i], alone.inst[0], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(together.instruction_mean[i], alone.instruction_mean[0],
+                                   rtol=1e-4, atol=1e-5)  # fmt: skip
         assert float(together.refusal_log_odds[i]) == pytest.approx(
             float(alone.refusal_log_odds[0]), abs=1e-4
         )

@@ -96,19 +96,28 @@ def read_features(
     started = time.perf_counter()
     for batch in track(encode_batches(chat, prompts, batch_size, adapter.device), description):
         out = forward(adapter, batch, read_layers=layers, positions=None, logits=True)
-        # [B, T, L, d], rows left-padded: a prompt of n tokens fills the last n columns
-        sequence = torch.stack([out.readings[l].cpu() for l in layers], dim=2)
-        width = sequence.shape[1]
-        assert out.last_logits is not None
-        scores = refusal_log_odds(out.last_logits, ids).tolist()
+        # Rows are left-padded: a prompt of n tokens fills the last n columns. One weight row per
+        # prompt, 1/len over its instruction's columns, turns each layer's [B, T, d] reading into
+        # the instruction means without copying the whole sequence.
+        width = batch.input_ids.shape[1]
+        weights = torch.zeros(len(batch.order), width, dtype=torch.float32)
+        t_inst = torch.zeros(len(batch.order), dtype=torch.long)
         for row, index in enumerate(batch.order):
             encoded = chat.encode(prompts[index].text)
             start, end = bounds(encoded)
             offset = width - len(encoded)
-            inst[index] = sequence[row, offset + end - 1]
-            post[index] = sequence[row, -1]
-            mean[index] = sequence[row, offset + start : offset + end].mean(0)
-            odds[index] = scores[row]
+            weights[row, offset + start : offset + end] = 1.0 / (end - start)
+            t_inst[row] = offset + end - 1
+        rows = torch.arange(len(batch.order))
+        readings = [out.readings[l].float().cpu() for l in layers]
+        inst_batch = torch.stack([r[rows, t_inst] for r in readings], dim=1)  # [B, L, d]
+        post_batch = torch.stack([r[:, -1] for r in readings], dim=1)
+        mean_batch = torch.stack([torch.einsum("bt,btd->bd", weights, r) for r in readings], 1)
+        assert out.last_logits is not None
+        scores = refusal_log_odds(out.last_logits, ids).tolist()
+        for row, index in enumerate(batch.order):
+            inst[index], post[index] = inst_batch[row], post_batch[row]
+            mean[index], odds[index] = mean_batch[row], scores[row]
     seconds = (time.perf_counter() - started) / max(1, len(prompts))
     order = range(len(prompts))
     return PromptFeatures(

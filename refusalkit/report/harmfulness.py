@@ -155,8 +155,8 @@ def render_harmfulness_html(record: Mapping[str, Any]) -> str:
         img(scatter, "belief scores by group and by wrapper"),
         img(control, "belief scores of harmless prompts, plain and wrapped"),
         "<h2>Reply inversion</h2><p>'No' rate on harmless prompts (count; 95% CI; affirmative "
-        "replies — Certainly or Yes — and invalid first tokens counted apart) unsteered and with each direction added on the "
-        "instruction tokens.</p>",
+        "replies — Certainly or Yes — and invalid first tokens counted apart) unsteered and "
+        "with each direction added on the instruction tokens.</p>",
         table(
             ["layer", "none", "+harmfulness", "+refusal"],
             [[td(_e(c)) for c in row] for row in inversion_rows(record)],
