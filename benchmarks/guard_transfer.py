@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 import refusalkit as rk
+from refusalkit.config.modes import GUARD_READINGS
 from refusalkit.harmfulness import (
     LatentGuard,
     PromptFeatures,
@@ -42,23 +43,23 @@ def main() -> int:
     model = rk.load_model("qwen2.5-coder-0.5b-instruct")
     chat = rk.chat_format(model, "none")
 
-    def inst(prompts, label) -> PromptFeatures:
+    def read(prompts, label) -> PromptFeatures:
         return read_features(model, chat, prompts, 32, label)
 
     splits = {
         label: split_prompts(rk.builtin_prompts(label)[0], 128, 64, 64, seed=0, label=label)
         for label in ("harmful", "harmless")
     }
-    train = {k: inst(v.train, f"{k} train") for k, v in splits.items()}
-    val = {k: inst(v.val, f"{k} val") for k, v in splits.items()}
-    tests = {"built-in": {k: inst(v.test, f"{k} test") for k, v in splits.items()}}
+    train = {k: read(v.train, f"{k} train") for k, v in splits.items()}
+    val = {k: read(v.val, f"{k} val") for k, v in splits.items()}
+    tests = {"built-in": {k: read(v.test, f"{k} test") for k, v in splits.items()}}
     for style in ("terse", "polite"):
         tests[style] = {
-            k: inst(load_prompts(SETS / style / f"{k}.jsonl")[0], f"{style} {k}")
+            k: read(load_prompts(SETS / style / f"{k}.jsonl")[0], f"{style} {k}")
             for k in ("harmful", "harmless")
         }
     rows = []
-    for reading, layer_range in product(("instruction_mean", "t_inst"), ("all", "second-half")):
+    for reading, layer_range in product(GUARD_READINGS, ("all", "second-half")):
         layers = parse_layer_range(layer_range, model.n_layers)
         for centred in (False, True):
             guard = LatentGuard.from_activations(

@@ -38,6 +38,11 @@ DTYPE_NAMES: tuple[Dtype, ...] = get_args(Dtype)
 GUARD_CENTRINGS: tuple[GuardCentring, ...] = get_args(GuardCentring)
 GUARD_TAUS: tuple[GuardTau, ...] = get_args(GuardTau)
 GUARD_READINGS: tuple[GuardReading, ...] = get_args(GuardReading)
+# The Latent Guard's defaults, shared by the CLI options and the Python API (why: the comment at
+# refusalkit/harmfulness/guard.py and the README, "Harmfulness is not refusal").
+DEFAULT_GUARD_READING: GuardReading = "instruction_mean"
+DEFAULT_GUARD_LAYERS = "second-half"
+DEFAULT_GUARD_CENTRING: GuardCentring = "centred"
 
 # CPU defaults are smaller than the paper's (180 train / 100 val per class) so that the default
 # run finishes in minutes on two cores; ``--paper`` restores the paper's sizes.

@@ -12,6 +12,9 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 from refusalkit.config.files import coerce_setting
 from refusalkit.config.modes import (
     CPU_DEFAULTS,
+    DEFAULT_GUARD_CENTRING,
+    DEFAULT_GUARD_LAYERS,
+    DEFAULT_GUARD_READING,
     AdversarialCondition,
     Aggregation,
     Dtype,
@@ -464,7 +467,7 @@ class RunConfig:
     )
     # `refusalkit harmfulness` and `refusalkit guard fit` (SPEC §8).
     guard_layers: str = field(
-        default="second-half",
+        default=DEFAULT_GUARD_LAYERS,
         metadata=cli_option(
             "--guard-layers",
             HARMFULNESS,
@@ -474,7 +477,7 @@ class RunConfig:
         ),
     )
     guard_centring: GuardCentring = field(
-        default="centred",
+        default=DEFAULT_GUARD_CENTRING,
         metadata=cli_option(
             "--guard-centring",
             HARMFULNESS,
@@ -483,7 +486,7 @@ class RunConfig:
         ),
     )
     guard_reading: GuardReading = field(
-        default="instruction_mean",
+        default=DEFAULT_GUARD_READING,
         metadata=cli_option(
             "--guard-reading",
             HARMFULNESS,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from refusalkit.activations import encode_batches, forward
+from refusalkit.config.modes import GUARD_READINGS
 from refusalkit.errors import RefusalkitError
 from refusalkit.models.adapter import ModelAdapter
 from refusalkit.progress import track
@@ -39,12 +40,13 @@ class PromptFeatures:
 
     def reading(self, name: str) -> torch.Tensor:
         """The guard's input: ``t_inst`` (the paper's) or ``instruction_mean``."""
-        if name not in READINGS:
-            raise RefusalkitError(f"unknown guard reading {name!r}: one of {', '.join(READINGS)}")
-        return self.inst if name == "t_inst" else self.instruction_mean
+        return self.inst if check_reading(name) == "t_inst" else self.instruction_mean
 
 
-READINGS = ("t_inst", "instruction_mean")
+def check_reading(name: str) -> str:
+    if name not in GUARD_READINGS:
+        raise RefusalkitError(f"unknown guard reading {name!r}: one of {', '.join(GUARD_READINGS)}")
+    return name
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -102,10 +104,9 @@ def read_features(
         width = batch.input_ids.shape[1]
         weights = torch.zeros(len(batch.order), width, dtype=torch.float32)
         t_inst = torch.zeros(len(batch.order), dtype=torch.long)
-        for row, index in enumerate(batch.order):
-            encoded = chat.encode(prompts[index].text)
-            start, end = bounds(encoded)
-            offset = width - len(encoded)
+        for row, length in enumerate(batch.attention_mask.sum(-1).tolist()):
+            offset = width - length
+            start, end = bounds(batch.input_ids[row, offset:].tolist())
             weights[row, offset + start : offset + end] = 1.0 / (end - start)
             t_inst[row] = offset + end - 1
         rows = torch.arange(len(batch.order))

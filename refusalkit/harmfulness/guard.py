@@ -18,9 +18,14 @@ from typing import Any
 
 import torch
 
+from refusalkit.config.modes import (
+    DEFAULT_GUARD_CENTRING,
+    DEFAULT_GUARD_LAYERS,
+    DEFAULT_GUARD_READING,
+)
 from refusalkit.errors import RefusalkitError
 from refusalkit.harmfulness.beliefs import Threshold, belief_scores, calibrate_threshold, centroid
-from refusalkit.harmfulness.features import READINGS, PromptFeatures, read_features
+from refusalkit.harmfulness.features import PromptFeatures, check_reading, read_features
 from refusalkit.io import read_json, read_tensors, write_json, write_tensors
 from refusalkit.models.adapter import ModelAdapter
 from refusalkit.prompts.chat import ChatFormat, SystemPrompt, build_chat_format
@@ -36,9 +41,7 @@ GUARD_FORMAT = 1
 # balanced accuracy (0.875, with raw cosines over every layer) and of the two it held up best on
 # prompts of another style; every t_inst setting was lower (at most 0.82) and flagged every prompt
 # of another style harmful. Raw cosines with tau = 0 (the paper's rule) were at most 0.78.
-DEFAULT_CENTRED = True
-DEFAULT_READING = "instruction_mean"
-DEFAULT_LAYER_RANGE = "second-half"
+DEFAULT_CENTRED = DEFAULT_GUARD_CENTRING == "centred"
 
 
 def _features(
@@ -94,19 +97,16 @@ class LatentGuard:
         *,
         layers: Sequence[int],
         centred: bool = DEFAULT_CENTRED,
-        reading: str = DEFAULT_READING,
+        reading: str = DEFAULT_GUARD_READING,
         val_harmful: torch.Tensor | None = None,
         val_harmless: torch.Tensor | None = None,
         model: dict[str, Any] | None = None,
     ) -> LatentGuard:
         """A guard from activations ``[N, L, d]`` of the named ``reading``; with validation
         activations (same reading) tau is calibrated on them, without it is 0."""
-        if reading not in READINGS:
-            raise RefusalkitError(
-                f"unknown guard reading {reading!r}: one of {', '.join(READINGS)}"
-            )
         guard = LatentGuard(
-            centroid(harmful), centroid(harmless), tuple(layers), centred, 0.0, "zero", reading,
+            centroid(harmful), centroid(harmless), tuple(layers), centred, 0.0, "zero",
+            check_reading(reading),
             dict(model or {}), {"n_harmful": len(harmful), "n_harmless": len(harmless)},
         )  # fmt: skip
         if val_harmful is not None and val_harmless is not None:
@@ -132,7 +132,7 @@ class LatentGuard:
         val_harmless: Sequence[str | Prompt] | None = None,
         layers: Sequence[int] | None = None,
         centred: bool = DEFAULT_CENTRED,
-        reading: str = DEFAULT_READING,
+        reading: str = DEFAULT_GUARD_READING,
         system: str = "none",
         batch_size: int = 16,
     ) -> LatentGuard:
@@ -140,19 +140,20 @@ class LatentGuard:
         ``harmless`` in ``reading``; τ calibrated on the validation prompts when given, else 0."""
         chat = build_chat_format(model.tokenizer, SystemPrompt.parse(system))
 
-        def inst(prompts: Sequence[str | Prompt]) -> torch.Tensor:
+        def activations(prompts: Sequence[str | Prompt]) -> torch.Tensor:
             return _features(model, chat, prompts, batch_size).reading(reading)
 
-        validation = val_harmful is not None and val_harmless is not None
+        check_reading(reading)  # before any forward
+        validation = None
+        if val_harmful is not None and val_harmless is not None:
+            validation = activations(val_harmful), activations(val_harmless)
+        if layers is None:
+            layers = parse_layer_range(DEFAULT_GUARD_LAYERS, model.n_layers)
         return LatentGuard.from_activations(
-            inst(harmful), inst(harmless),
-            layers=tuple(layers)
-            if layers is not None
-            else parse_layer_range(DEFAULT_LAYER_RANGE, model.n_layers),
-            centred=centred,
-            reading=reading,
-            val_harmful=inst(val_harmful) if validation and val_harmful is not None else None,
-            val_harmless=inst(val_harmless) if validation and val_harmless is not None else None,
+            activations(harmful), activations(harmless),
+            layers=layers, centred=centred, reading=reading,
+            val_harmful=validation[0] if validation else None,
+            val_harmless=validation[1] if validation else None,
             model={"name": model.name, "system_prompt": system},
         )  # fmt: skip
 

@@ -24,7 +24,7 @@ from torch import nn
 
 from refusalkit.activations import forward, pad_left
 from refusalkit.evaluation.metrics import wilson_interval
-from refusalkit.harmfulness.features import common_prefix
+from refusalkit.harmfulness.features import InstructionBounds, common_prefix
 from refusalkit.models.adapter import ModelAdapter
 from refusalkit.progress import track
 from refusalkit.prompts.chat import ChatFormat
@@ -40,15 +40,18 @@ def inversion_prompt(instruction: str) -> str:
     return f"{instruction}\n\n{INVERSION_QUESTION}"
 
 
-def instruction_span(chat: ChatFormat, instruction: str) -> tuple[list[int], int, int]:
+def instruction_span(
+    chat: ChatFormat, instruction: str, bounds: InstructionBounds | None = None
+) -> tuple[list[int], int, int]:
     """The inversion prompt's token ids and the ``[start, end)`` span of the instruction's tokens
-    in it: after the template's prefix (shared with a prompt of another text) and up to where the
-    question's tokens begin (the first token that differs from the instruction-only prompt)."""
+    in it: from where the instruction begins (``InstructionBounds``: after the template's head) up
+    to where the question's tokens begin (the first token that differs from the instruction-only
+    prompt)."""
+    bounds = bounds or InstructionBounds(chat)
     full = chat.encode(inversion_prompt(instruction))
-    alone = chat.encode(instruction)[: -chat.n_post_instruction]
-    other = chat.encode(INVERSION_QUESTION)[: -chat.n_post_instruction]
-    start = common_prefix(alone, other)
-    end = max(common_prefix(full, alone), start + 1)
+    alone = chat.encode(instruction)
+    start, alone_end = bounds(alone)
+    end = max(common_prefix(full, alone[:alone_end]), start + 1)
     return full, start, end
 
 
@@ -155,7 +158,8 @@ def reply_inversion(
     """Rows per layer: unsteered ("none"), and each of ``directions`` (``[L, d]`` per name; the
     first is the harmfulness direction, whose norm sets the steering norm) added on the
     instruction's tokens."""
-    encoded = [instruction_span(chat, p.text) for p in prompts]
+    bounds = InstructionBounds(chat)
+    encoded = [instruction_span(chat, p.text, bounds) for p in prompts]
     answers = (
         _answer_ids(adapter.tokenizer, ["No"]),
         _answer_ids(adapter.tokenizer, AFFIRMATIVE_ANSWERS),

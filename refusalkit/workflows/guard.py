@@ -45,20 +45,20 @@ def fit_guard(config: RunConfig, out: Path, *, force: bool = False) -> LatentGua
     chat = build_chat_format(adapter.tokenizer, SystemPrompt.parse(config.system_prompt), kwargs)
     calibrate = config.guard_tau == "calibrated"
 
-    def inst(label: str, split: str) -> torch.Tensor:
+    def activations(label: str, split: str) -> torch.Tensor:
         prompts = getattr(splits[label], split)
         return read_features(
             adapter, chat, prompts, config.batch_size, f"guard: {label} {split}"
         ).reading(config.guard_reading)
 
     guard = LatentGuard.from_activations(
-        inst("harmful", "train"),
-        inst("harmless", "train"),
+        activations("harmful", "train"),
+        activations("harmless", "train"),
         layers=parse_layer_range(config.guard_layers, adapter.n_layers),
         centred=config.guard_centring == "centred",
         reading=config.guard_reading,
-        val_harmful=inst("harmful", "val") if calibrate else None,
-        val_harmless=inst("harmless", "val") if calibrate else None,
+        val_harmful=activations("harmful", "val") if calibrate else None,
+        val_harmless=activations("harmless", "val") if calibrate else None,
         model={
             "name": config.model,
             "fingerprint": model_checksum(resolved.fingerprint),

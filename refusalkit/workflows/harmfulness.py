@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from refusalkit.config import RunConfig
+from refusalkit.config.modes import GUARD_READINGS
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.generation import generate
 from refusalkit.harmfulness.beliefs import (
@@ -32,7 +33,7 @@ from refusalkit.harmfulness.beliefs import (
     centroid,
     per_layer_cosine,
 )
-from refusalkit.harmfulness.features import READINGS, PromptFeatures, read_features
+from refusalkit.harmfulness.features import PromptFeatures, read_features
 from refusalkit.harmfulness.guard import LatentGuard, parse_layer_range
 from refusalkit.harmfulness.inversion import default_inversion_layers, reply_inversion
 from refusalkit.harmfulness.metrics import precision_recall, set_accuracy
@@ -314,7 +315,7 @@ def _guard_settings_on_val(
     × raw or centred × τ = 0 or calibrated there): what the defaults were chosen by. Calibrated
     rows are measured on the prompts τ was fitted on, so they are an upper bound of their kind."""
     rows = []
-    for reading, layer_range, centred in product(READINGS, LAYER_RANGES, (False, True)):
+    for reading, layer_range, centred in product(GUARD_READINGS, LAYER_RANGES, (False, True)):
         guard = LatentGuard.from_activations(
             train.reading(reading)[harm_idx], train.reading(reading)[harmless_idx],
             layers=parse_layer_range(layer_range, n_layers), centred=centred, reading=reading,
