@@ -3,11 +3,11 @@ last token) and ``t_post-inst`` (the last prompt token) at every layer, their me
 instruction's tokens (the guard's other reading), and its refusal log-odds at the first response
 position — one forward per batch, no generation.
 
-Why a mean over the instruction: on the default model the block inputs at ``t_inst`` are dominated
-by the identity of that one token (a "." or "?" carries a few huge coordinates from layer 6 on), so
-a guard reading ``t_inst`` learns the built-in prompts' punctuation and flags every prompt of
-another style (README, "Harmfulness is not refusal"). The mean over the instruction's tokens
-reads the whole request."""
+Why a mean over the instruction: on the default model the block inputs at ``t_inst`` carry a few
+huge coordinates from layer 6 on, and the built-in classes differ in that one token (mostly "."
+against "?"); a guard reading ``t_inst`` classified even its own train prompts near chance at
+layers 6-19 and flagged every prompt of two other-style sets (README, "Harmfulness is not
+refusal"). The mean over the instruction's tokens reads the whole request."""
 
 from __future__ import annotations
 

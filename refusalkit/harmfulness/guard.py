@@ -39,8 +39,8 @@ GUARD_FORMAT = 1
 # benchmarks/guard_transfer.py): on 64 + 64 built-in validation prompts the instruction mean with
 # centred cosines over the second half of the layers and tau calibrated there tied for the best
 # balanced accuracy (0.875, with raw cosines over every layer) and of the two it held up best on
-# prompts of another style; every t_inst setting was lower (at most 0.82) and flagged every prompt
-# of another style harmful. Raw cosines with tau = 0 (the paper's rule) were at most 0.78.
+# prompts of another style; every t_inst setting was lower (at most 0.82) and most fell to 0.500
+# on another style. Raw cosines with tau = 0 (the paper's rule) were at most 0.78.
 DEFAULT_CENTRED = DEFAULT_GUARD_CENTRING == "centred"
 
 
