@@ -202,10 +202,10 @@ def ablate_weights(adapter: ModelAdapter, direction: torch.Tensor) -> dict[str, 
 
 def add_bias(adapter: ModelAdapter, layer: int, vector: torch.Tensor) -> dict[str, Any]:
     """Activation addition of ``vector`` at block ``layer``'s input, written as a bias on the last
-    residual projection of block ``layer − 1`` (exact for
-    pre-norm blocks: what it writes is added to the residual stream unchanged). The checkpoint must
-    stay loadable by plain transformers, so the bias goes where the model's config already has one
-    (or can switch one on: ``mlp_bias``); other architectures are refused with the reason."""
+    residual projection of block ``layer − 1`` (exact for pre-norm blocks: what it writes is added
+    to the residual stream unchanged). The checkpoint must stay loadable by plain transformers, so
+    the bias goes where the model's config already has one (or can switch one on: ``mlp_bias``);
+    other architectures are refused with the reason."""
     model: Any = adapter.model
     if layer < 1:
         # A run never selects layer 0 (its post-instruction candidates are zero: the zero filter).
