@@ -1,13 +1,16 @@
 """Does a Latent Guard fitted on the built-in prompts transfer to prompts written in another style?
 
 Fits on the built-in train prompts (128 + 128), calibrates τ on the built-in validation prompts
-(64 + 64), and measures every guard setting (reading × layer range × raw/centred × τ = 0 or
-calibrated) and the logistic probe on the same reading, on the built-in validation and test
-prompts and on the two other-style sets in ``benchmarks/prompt_sets`` (terse, polite).
-Activations are read once; the settings are pure arithmetic on them. Prints a Markdown table;
-``--out FILE`` also writes it as JSON.
+(64 + 64), and measures every guard setting (reading × layer range × raw/centred × length kept or
+removed × τ = 0 or calibrated) and the logistic probe on the same reading, on the built-in
+validation and test prompts and on the two other-style sets in ``benchmarks/prompt_sets`` (terse,
+polite): balanced accuracy, and each class's accuracy. ``--extra-harmful NAME=FILE`` (repeatable)
+adds a harmful-only prompt file from the user's hands (a standard benchmark), reported as the share
+flagged harmful. Activations are read once; the settings are pure arithmetic on them. Prints a
+Markdown table; ``--out FILE`` also writes it as JSON.
 
-    python benchmarks/guard_transfer.py --out benchmarks/results/guard_transfer.json
+    python benchmarks/guard_transfer.py --out benchmarks/results/guard_transfer.json \
+        --extra-harmful harmbench=harmbench_behaviors.txt
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 import torch
 
 import refusalkit as rk
-from refusalkit.config.modes import GUARD_READINGS
+from refusalkit.config.modes import GUARD_LENGTHS, GUARD_READINGS
 from refusalkit.harmfulness import (
     LatentGuard,
     PromptFeatures,
@@ -39,6 +42,7 @@ SETS = Path(__file__).parent / "prompt_sets"
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--extra-harmful", action="append", default=[], metavar="NAME=FILE")
     args = parser.parse_args()
     model = rk.load_model("qwen2.5-coder-0.5b-instruct")
     chat = rk.chat_format(model, "none")
@@ -58,31 +62,36 @@ def main() -> int:
             k: read(load_prompts(SETS / style / f"{k}.jsonl")[0], f"{style} {k}")
             for k in ("harmful", "harmless")
         }
+    extra = {}
+    for item in args.extra_harmful:
+        name, _, path = item.partition("=")
+        extra[name] = read(load_prompts(Path(path))[0], f"{name} (harmful)")
+    lengths = (train["harmful"].instruction_tokens, train["harmless"].instruction_tokens)
     rows = []
     for reading, layer_range in product(GUARD_READINGS, ("all", "second-half")):
         layers = parse_layer_range(layer_range, model.n_layers)
-        for centred in (False, True):
+        for centred, length in product((False, True), GUARD_LENGTHS):
             guard = LatentGuard.from_activations(
                 train["harmful"].reading(reading), train["harmless"].reading(reading),
                 layers=layers, centred=centred, reading=reading,
+                lengths=lengths if length == "removed" else None,
             )  # fmt: skip
             calibrated = calibrate_threshold(
                 guard.scores_from_features(val["harmful"]),
                 guard.scores_from_features(val["harmless"]),
             )
             for rule, tau in (("zero", 0.0), ("calibrated", calibrated.tau)):
-                row = {"reading": reading, "layers": layer_range, "centred": centred, "tau": rule}
-                row["val"] = balanced_accuracy(
-                    guard.scores_from_features(val["harmful"]),
-                    guard.scores_from_features(val["harmless"]),
-                    tau,
-                )
-                for name, data in tests.items():
-                    row[name] = balanced_accuracy(
-                        guard.scores_from_features(data["harmful"]),
-                        guard.scores_from_features(data["harmless"]),
-                        tau,
-                    )
+                row = {"reading": reading, "layers": layer_range, "centred": centred,
+                       "length": length, "tau": rule}  # fmt: skip
+                for name, data in {"val": val, **tests}.items():
+                    harmful = guard.scores_from_features(data["harmful"]) >= tau
+                    harmless = guard.scores_from_features(data["harmless"]) < tau
+                    row[name] = 0.5 * float(harmful.double().mean() + harmless.double().mean())
+                    row[f"{name}:harmful"] = float(harmful.double().mean())
+                    row[f"{name}:harmless"] = float(harmless.double().mean())
+                for name, data in extra.items():
+                    flagged = guard.scores_from_features(data) >= tau
+                    row[f"{name}:harmful"] = float(flagged.double().mean())
                 rows.append(row)
 
         def features(
@@ -94,22 +103,25 @@ def main() -> int:
             features(train["harmful"]), features(train["harmless"]),
             features(val["harmful"]), features(val["harmless"]),
         )  # fmt: skip
-        row = {"reading": reading, "layers": layer_range, "centred": None, "tau": "logistic probe"}
+        row = {"reading": reading, "layers": layer_range, "centred": None, "length": "kept",
+               "tau": "logistic probe"}  # fmt: skip
         for name, data in {"val": val, **tests}.items():
             row[name] = balanced_accuracy(
                 probe.logits(features(data["harmful"])),
                 probe.logits(features(data["harmless"])),
                 0.0,
             )
+        for name, data in extra.items():
+            row[f"{name}:harmful"] = float((probe.logits(features(data)) >= 0).double().mean())
         rows.append(row)
-    print("| reading | layers | cosines | τ | built-in val | built-in test | terse | polite |")
-    print("|---|---|---|---|---|---|---|---|")
+    columns = ["val", *tests, *(f"{name}:harmful" for name in extra)]
+    print(f"| reading | layers | cosines | length | τ | {' | '.join(columns)} |")
+    print("|---" * (5 + len(columns)) + "|")
     for row in rows:
         kind = "–" if row["centred"] is None else ("centred" if row["centred"] else "raw")
-        print(
-            f"| {row['reading']} | {row['layers']} | {kind} | {row['tau']} | {row['val']:.3f} | "
-            f"{row['built-in']:.3f} | {row['terse']:.3f} | {row['polite']:.3f} |"
-        )
+        cells = " | ".join(f"{row[c]:.3f}" for c in columns)
+        print(f"| {row['reading']} | {row['layers']} | {kind} | {row['length']} | {row['tau']} | "
+              f"{cells} |")  # fmt: skip
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

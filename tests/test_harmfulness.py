@@ -18,7 +18,9 @@ from refusalkit.harmfulness.beliefs import (
     balanced_accuracy,
     belief_scores,
     calibrate_threshold,
+    length_direction,
     per_layer_cosine,
+    remove_direction,
 )
 from refusalkit.harmfulness.features import read_features
 from refusalkit.harmfulness.guard import LatentGuard, parse_layer_range
@@ -89,6 +91,47 @@ def test_calibrated_threshold_separates_separable_scores_and_prefers_zero_on_tie
     assert apart.tau == 0.0
 
 
+def _oracle_length_unit(groups: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Per layer and coordinate, an ordinary least-squares fit of the activation on log length
+    plus one intercept per group (numpy's solver, no shared code); the slopes, normalised."""
+    import numpy as np
+
+    n = sum(len(counts) for _, counts in groups)
+    design = np.zeros((n, 1 + len(groups)))
+    rows = 0
+    for g, (_, counts) in enumerate(groups):
+        design[rows : rows + len(counts), 0] = np.log(counts.numpy().astype(np.float64))
+        design[rows : rows + len(counts), 1 + g] = 1.0
+        rows += len(counts)
+    targets = torch.cat([acts for acts, _ in groups]).double().numpy()  # [N, L, d]
+    n_layers, d = targets.shape[1:]
+    solution = np.linalg.lstsq(design, targets.reshape(n, -1), rcond=None)[0]
+    slope = torch.from_numpy(solution[0].reshape(n_layers, d))
+    return slope / slope.norm(dim=-1, keepdim=True)
+
+
+def test_length_direction_is_the_within_class_least_squares_slope():
+    generator = torch.Generator().manual_seed(3)
+    n_layers, d = 3, 8
+    along = torch.randn(n_layers, d, generator=generator)
+    groups = []
+    for shift, low, high in ((2.0, 8, 40), (-2.0, 3, 15)):  # the classes differ in mean length
+        counts = torch.randint(low, high, (30,), generator=generator)
+        acts = (shift + torch.randn(30, n_layers, d, generator=generator) * 0.3
+                + counts.double().log()[:, None, None] * along)  # fmt: skip
+        groups.append((acts.float(), counts))
+    unit = length_direction(groups)
+    torch.testing.assert_close(unit, _oracle_length_unit(groups), rtol=1e-6, atol=1e-8)
+    assert float(per_layer_cosine(unit, along)[0]) > 0.99
+    removed = remove_direction(groups[0][0], unit)
+    assert torch.einsum("nld,ld->nl", removed, unit).abs().max() < 1e-9
+    # no length varies within a class: the direction is undefined and nothing is removed
+    constant = [(acts, torch.full_like(counts, 7)) for acts, counts in groups]
+    assert not length_direction(constant).any()
+    assert torch.equal(remove_direction(groups[0][0], length_direction(constant)),
+                       groups[0][0].double())  # fmt: skip
+
+
 def test_probe_separates_linearly_separable_features():
     generator = torch.Generator().manual_seed(1)
     direction = torch.randn(12, generator=generator)
@@ -152,6 +195,7 @@ def test_instruction_mean_is_the_hidden_states_averaged_over_the_instruction(fam
         assert adapter.tokenizer(rendered, add_special_tokens=False)["input_ids"] == ids
         columns = _instruction_token_columns(adapter.tokenizer, rendered, prompt.text)
         assert columns[-1] == len(ids) + chat.t_inst_position
+        assert int(features.instruction_tokens[i]) == len(columns)
         with torch.inference_mode():
             hidden = adapter.model(
                 input_ids=torch.tensor([ids]), output_hidden_states=True
@@ -213,28 +257,52 @@ def test_guard_api_fit_save_load_classify(adapter, tmp_path):
     guard = LatentGuard.fit(adapter, harmful[:6], harmless[:6], val_harmful=harmful[6:],
                             val_harmless=harmless[6:])  # fmt: skip
     assert guard.tau_rule == "calibrated" and guard.layers == (2, 3)  # the second half
+    assert guard.length_direction is not None and guard.describe()["length"] == "removed"
     scores = guard.score(adapter, harmful[:3])
     assert guard.classify(adapter, harmful[:3]) == [s >= guard.tau for s in scores]
     loaded = LatentGuard.load(guard.save(tmp_path / "guard"))
     assert loaded.score(adapter, harmful[:3]) == pytest.approx(scores, abs=1e-12)
     assert (loaded.tau, loaded.layers, loaded.centred) == (guard.tau, guard.layers, guard.centred)
+    assert loaded.length_direction is not None
+    assert torch.equal(loaded.length_direction, guard.length_direction)
     assert loaded.reading == guard.reading == "instruction_mean"
     untuned = LatentGuard.fit(adapter, harmful[:6], harmless[:6])
     assert untuned.tau == 0.0 and untuned.tau_rule == "zero"
     # t_inst (the paper's reading): the score is the belief score of the features at t_inst
-    paper = LatentGuard.fit(adapter, harmful[:6], harmless[:6], reading="t_inst", centred=False)
+    paper = LatentGuard.fit(adapter, harmful[:6], harmless[:6], reading="t_inst", centred=False,
+                            remove_length=False)  # fmt: skip
     features = read_features(adapter, build_chat_format(adapter.tokenizer),
                              [Prompt(t) for t in harmful[:3]], 2, "t")  # fmt: skip
     expected = belief_scores(features.inst, paper.harmful_centroids, paper.harmless_centroids,
                              paper.layers, centred=False)  # fmt: skip
     assert paper.score(adapter, harmful[:3]) == pytest.approx(expected.tolist(), abs=1e-6)
+    # length removed: the centroids and every score read the activations less their component
+    # along the within-class length slope (its oracle above), computed here from raw features
+    train = [read_features(adapter, build_chat_format(adapter.tokenizer),
+                           [Prompt(t) for t in texts[:6]], 2, "t")
+             for texts in (harmful, harmless)]  # fmt: skip
+    unit = _oracle_length_unit([(f.instruction_mean, f.instruction_tokens) for f in train])
+
+    def project(x: torch.Tensor) -> torch.Tensor:
+        return x.double() - (x.double() * unit).sum(-1, keepdim=True) * unit
+
+    centroids = [project(f.instruction_mean).mean(0) for f in train]
+    layers = guard.layers
+    expected = belief_scores(project(features.instruction_mean), *centroids, layers, centred=True)
+    assert untuned.score(adapter, harmful[:3]) == pytest.approx(expected.tolist(), abs=1e-6)
+    kept = LatentGuard.fit(adapter, harmful[:6], harmless[:6], remove_length=False)
+    assert kept.length_direction is None and kept.describe()["length"] == "kept"
+    raw_centroids = [f.instruction_mean.double().mean(0) for f in train]
+    expected = belief_scores(features.instruction_mean, *raw_centroids, layers, centred=True)
+    assert kept.score(adapter, harmful[:3]) == pytest.approx(expected.tolist(), abs=1e-6)
     with pytest.raises(RefusalkitError, match="unknown guard reading"):
         LatentGuard.fit(adapter, harmful[:6], harmless[:6], reading="mean")
     # a guard written before the reading was recorded read t_inst
     record = json.loads((tmp_path / "guard" / "guard.json").read_text())
-    del record["reading"]
+    del record["reading"], record["length"]
     (tmp_path / "guard" / "guard.json").write_text(json.dumps(record))
-    assert LatentGuard.load(tmp_path / "guard").reading == "t_inst"
+    old = LatentGuard.load(tmp_path / "guard")
+    assert old.reading == "t_inst" and old.length_direction is None
     guard.model["fingerprint"] = "a" * 16
     with pytest.raises(RefusalkitError, match="fit a guard for it"):
         guard.check_model("b" * 16)
@@ -284,8 +352,10 @@ def test_harmfulness_command_writes_the_contract(model_dir, tmp_path, capsys):
         correct = entry["flagged_harmful"] if harmful else entry["n"] - entry["flagged_harmful"]
         assert entry["accuracy"] == correct / entry["n"]
     assert set(record["baselines"]) == {"own-refusal", "delta-refuse", "logistic-probe"}
-    # 2 readings × 2 layer ranges × raw/centred × tau 0/calibrated
-    assert len(record["guard_settings"]) == 16
+    # 2 readings × 2 layer ranges × raw/centred × length removed/kept × tau 0/calibrated
+    assert len(record["guard_settings"]) == 32
+    assert {row["length"] for row in record["guard_settings"]} == {"removed", "kept"}
+    assert guard["length"] == "removed"
     assert {row["reading"] for row in record["guard_settings"]} == {"t_inst", "instruction_mean"}
     assert guard["reading"] == "instruction_mean" and summary_reading(out) == "instruction_mean"
     assert (out / "guard" / "guard.json").is_file() and (out / "report.html").is_file()

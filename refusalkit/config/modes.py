@@ -25,6 +25,9 @@ GuardCentring = Literal["centred", "raw"]
 GuardTau = Literal["calibrated", "zero"]
 # What the guard reads: the mean over the instruction's tokens, or t_inst (the paper's).
 GuardReading = Literal["instruction_mean", "t_inst"]
+# Whether the guard projects out the direction that tracks the prompt's length within each class
+# (removed) or reads the activations as they are (kept, the paper's).
+GuardLength = Literal["removed", "kept"]
 
 SELECTORS: tuple[Selector, ...] = get_args(Selector)
 STEERINGS: tuple[Steering, ...] = get_args(Steering)
@@ -38,11 +41,13 @@ DTYPE_NAMES: tuple[Dtype, ...] = get_args(Dtype)
 GUARD_CENTRINGS: tuple[GuardCentring, ...] = get_args(GuardCentring)
 GUARD_TAUS: tuple[GuardTau, ...] = get_args(GuardTau)
 GUARD_READINGS: tuple[GuardReading, ...] = get_args(GuardReading)
+GUARD_LENGTHS: tuple[GuardLength, ...] = get_args(GuardLength)
 # The Latent Guard's defaults, shared by the CLI options and the Python API (why: the comment at
 # refusalkit/harmfulness/guard.py and the README, "Harmfulness is not refusal").
 DEFAULT_GUARD_READING: GuardReading = "instruction_mean"
 DEFAULT_GUARD_LAYERS = "second-half"
 DEFAULT_GUARD_CENTRING: GuardCentring = "centred"
+DEFAULT_GUARD_LENGTH: GuardLength = "removed"
 
 # CPU defaults are smaller than the paper's (180 train / 100 val per class) so that the default
 # run finishes in minutes on two cores; ``--paper`` restores the paper's sizes.

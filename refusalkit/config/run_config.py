@@ -14,11 +14,13 @@ from refusalkit.config.modes import (
     CPU_DEFAULTS,
     DEFAULT_GUARD_CENTRING,
     DEFAULT_GUARD_LAYERS,
+    DEFAULT_GUARD_LENGTH,
     DEFAULT_GUARD_READING,
     AdversarialCondition,
     Aggregation,
     Dtype,
     GuardCentring,
+    GuardLength,
     GuardReading,
     GuardTau,
     Judge,
@@ -492,6 +494,17 @@ class RunConfig:
             HARMFULNESS,
             help="what the Latent Guard reads: instruction_mean (block inputs averaged over the "
             "instruction's tokens) or t_inst (the instruction's last token, the paper's) "
+            "(default %(default)s)",
+        ),
+    )
+    guard_length: GuardLength = field(
+        default=DEFAULT_GUARD_LENGTH,
+        metadata=cli_option(
+            "--guard-length",
+            HARMFULNESS,
+            help="removed: project out, at each layer, the direction along which the guard's "
+            "reading moves with the prompt's length within each class, so the guard cannot learn "
+            "that one class is longer; kept: read the activations as they are, the paper's "
             "(default %(default)s)",
         ),
     )

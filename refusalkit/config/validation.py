@@ -13,6 +13,7 @@ from refusalkit.config.modes import (
     AGGREGATIONS,
     DTYPE_NAMES,
     GUARD_CENTRINGS,
+    GUARD_LENGTHS,
     GUARD_READINGS,
     GUARD_TAUS,
     JUDGE_MODEL_KINDS,
@@ -191,6 +192,7 @@ def validate(config: RunConfig) -> None:
     check_mode("guard centring", config.guard_centring, GUARD_CENTRINGS)
     check_mode("guard threshold", config.guard_tau, GUARD_TAUS)
     check_mode("guard reading", config.guard_reading, GUARD_READINGS)
+    check_mode("guard length", config.guard_length, GUARD_LENGTHS)
     if not math.isfinite(config.inversion_alpha):
         raise RefusalkitError("--inversion-alpha must be a finite number")
     SystemPrompt.parse(config.system_prompt)

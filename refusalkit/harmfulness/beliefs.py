@@ -52,6 +52,39 @@ def belief_scores(
     return (s_toward - s_away).mean(-1)
 
 
+def length_direction(groups: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Per layer, the unit direction along which activations move with the prompt's length:
+    the pooled within-group least-squares slope of ``[N, L, d]`` activations on the log of each
+    prompt's token count (``[N]``), one group per class. Within each group, so a difference
+    between the classes' means (what the guard is for) is never mistaken for length. Zero at a
+    layer where it is undefined (no length varies within any group, or no activation moves)."""
+    xs, ys = [], []
+    for activations, counts in groups:
+        if activations.shape[0] != counts.shape[0]:
+            raise ValueError("one token count per prompt")
+        x = activations.double()
+        y = counts.double().clamp_min(1.0).log()
+        xs.append(x - x.mean(0))
+        ys.append(y - y.mean())
+    x, y = torch.cat(xs), torch.cat(ys)
+    spread = float(y @ y)
+    # two different token counts differ by at least log(1 + 1/n) in log length, far above this;
+    # equal counts leave only the rounding of their mean
+    if spread <= 1e-12 * len(y):
+        return torch.zeros(x.shape[1:], dtype=torch.float64)
+    slope = torch.einsum("n,nld->ld", y, x) / spread
+    norms = slope.norm(dim=-1, keepdim=True)
+    return torch.where(norms > 0, slope / norms.clamp_min(1e-30), torch.zeros_like(slope))
+
+
+def remove_direction(activations: torch.Tensor, unit: torch.Tensor) -> torch.Tensor:
+    """``h − (h·u)u`` per layer: ``[N, L, d]`` activations without their component along the unit
+    (or zero) vectors ``[L, d]``; float64."""
+    h = activations.double()
+    u = unit.double()
+    return h - torch.einsum("nld,ld->nl", h, u)[..., None] * u
+
+
 @dataclass(frozen=True)
 class Threshold:
     tau: float

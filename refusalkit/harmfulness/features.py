@@ -33,6 +33,7 @@ class PromptFeatures:
     post: torch.Tensor  # [N, L, d] float32: block inputs at t_post-inst (position -1)
     instruction_mean: torch.Tensor  # [N, L, d] float32: block inputs averaged over the instruction
     refusal_log_odds: torch.Tensor  # [N] float64, first response position, unmodified model
+    instruction_tokens: torch.Tensor  # [N] int64: how many tokens the instruction spans
     seconds_per_prompt: float  # wall time of these forwards per prompt (latency, not a benchmark)
 
     def __len__(self) -> int:
@@ -95,6 +96,7 @@ def read_features(
     post: dict[int, torch.Tensor] = {}
     mean: dict[int, torch.Tensor] = {}
     odds: dict[int, float] = {}
+    counts: dict[int, int] = {}
     started = time.perf_counter()
     for batch in track(encode_batches(chat, prompts, batch_size, adapter.device), description):
         out = forward(adapter, batch, read_layers=layers, positions=None, logits=True)
@@ -104,11 +106,13 @@ def read_features(
         width = batch.input_ids.shape[1]
         weights = torch.zeros(len(batch.order), width, dtype=torch.float32)
         t_inst = torch.zeros(len(batch.order), dtype=torch.long)
+        n_tokens = []
         for row, length in enumerate(batch.attention_mask.sum(-1).tolist()):
             offset = width - length
             start, end = bounds(batch.input_ids[row, offset:].tolist())
             weights[row, offset + start : offset + end] = 1.0 / (end - start)
             t_inst[row] = offset + end - 1
+            n_tokens.append(end - start)
         rows = torch.arange(len(batch.order))
         readings = [out.readings[l].float().cpu() for l in layers]
         inst_batch = torch.stack([r[rows, t_inst] for r in readings], dim=1)  # [B, L, d]
@@ -119,6 +123,7 @@ def read_features(
         for row, index in enumerate(batch.order):
             inst[index], post[index] = inst_batch[row], post_batch[row]
             mean[index], odds[index] = mean_batch[row], scores[row]
+            counts[index] = n_tokens[row]
     seconds = (time.perf_counter() - started) / max(1, len(prompts))
     order = range(len(prompts))
     return PromptFeatures(
@@ -126,5 +131,6 @@ def read_features(
         torch.stack([post[i] for i in order]),
         torch.stack([mean[i] for i in order]),
         torch.tensor([odds[i] for i in order], dtype=torch.float64),
+        torch.tensor([counts[i] for i in order], dtype=torch.long),
         seconds,
     )

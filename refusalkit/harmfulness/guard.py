@@ -21,10 +21,18 @@ import torch
 from refusalkit.config.modes import (
     DEFAULT_GUARD_CENTRING,
     DEFAULT_GUARD_LAYERS,
+    DEFAULT_GUARD_LENGTH,
     DEFAULT_GUARD_READING,
 )
 from refusalkit.errors import RefusalkitError
-from refusalkit.harmfulness.beliefs import Threshold, belief_scores, calibrate_threshold, centroid
+from refusalkit.harmfulness.beliefs import (
+    Threshold,
+    belief_scores,
+    calibrate_threshold,
+    centroid,
+    length_direction,
+    remove_direction,
+)
 from refusalkit.harmfulness.features import PromptFeatures, check_reading, read_features
 from refusalkit.io import read_json, read_tensors, write_json, write_tensors
 from refusalkit.models.adapter import ModelAdapter
@@ -42,6 +50,7 @@ GUARD_FORMAT = 1
 # prompts of another style; every t_inst setting was lower (at most 0.82) and most fell to 0.500
 # on another style. Raw cosines with tau = 0 (the paper's rule) were at most 0.78.
 DEFAULT_CENTRED = DEFAULT_GUARD_CENTRING == "centred"
+DEFAULT_REMOVE_LENGTH = DEFAULT_GUARD_LENGTH == "removed"
 
 
 def _features(
@@ -89,6 +98,9 @@ class LatentGuard:
     reading: str = "t_inst"  # which PromptFeatures reading the centroids were taken from
     model: dict[str, Any] = field(default_factory=dict)  # name, fingerprint: what it was fitted on
     fit_record: dict[str, Any] = field(default_factory=dict)  # counts and validation accuracy
+    # [L, d] unit vectors projected out of every reading before the centroids and the cosines
+    # (the within-class length direction); None: the activations are read as they are
+    length_direction: torch.Tensor | None = None
 
     @staticmethod
     def from_activations(
@@ -101,13 +113,21 @@ class LatentGuard:
         val_harmful: torch.Tensor | None = None,
         val_harmless: torch.Tensor | None = None,
         model: dict[str, Any] | None = None,
+        lengths: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> LatentGuard:
         """A guard from activations ``[N, L, d]`` of the named ``reading``; with validation
-        activations (same reading) tau is calibrated on them, without it is 0."""
+        activations (same reading) tau is calibrated on them, without it is 0. With ``lengths``
+        (each train prompt's instruction token count, harmful then harmless) the within-class
+        length direction is projected out of everything the guard reads."""
+        direction = None
+        if lengths is not None:
+            direction = length_direction([(harmful, lengths[0]), (harmless, lengths[1])])
+            harmful, harmless = (remove_direction(x, direction) for x in (harmful, harmless))
         guard = LatentGuard(
             centroid(harmful), centroid(harmless), tuple(layers), centred, 0.0, "zero",
             check_reading(reading),
             dict(model or {}), {"n_harmful": len(harmful), "n_harmless": len(harmless)},
+            direction,
         )  # fmt: skip
         if val_harmful is not None and val_harmless is not None:
             threshold: Threshold = calibrate_threshold(
@@ -133,28 +153,33 @@ class LatentGuard:
         layers: Sequence[int] | None = None,
         centred: bool = DEFAULT_CENTRED,
         reading: str = DEFAULT_GUARD_READING,
+        remove_length: bool = DEFAULT_REMOVE_LENGTH,
         system: str = "none",
         batch_size: int = 16,
     ) -> LatentGuard:
         """Fit on a loaded model (``refusalkit.load_model``): centroids from ``harmful`` and
-        ``harmless`` in ``reading``; τ calibrated on the validation prompts when given, else 0."""
+        ``harmless`` in ``reading`` (with the within-class length direction projected out when
+        ``remove_length``); τ calibrated on the validation prompts when given, else 0."""
         chat = build_chat_format(model.tokenizer, SystemPrompt.parse(system))
 
-        def activations(prompts: Sequence[str | Prompt]) -> torch.Tensor:
-            return _features(model, chat, prompts, batch_size).reading(reading)
+        def features(prompts: Sequence[str | Prompt]) -> PromptFeatures:
+            return _features(model, chat, prompts, batch_size)
 
         check_reading(reading)  # before any forward
         validation = None
         if val_harmful is not None and val_harmless is not None:
-            validation = activations(val_harmful), activations(val_harmless)
+            validation = [features(v).reading(reading) for v in (val_harmful, val_harmless)]
         if layers is None:
             layers = parse_layer_range(DEFAULT_GUARD_LAYERS, model.n_layers)
+        train = features(harmful), features(harmless)
         return LatentGuard.from_activations(
-            activations(harmful), activations(harmless),
+            train[0].reading(reading), train[1].reading(reading),
             layers=layers, centred=centred, reading=reading,
             val_harmful=validation[0] if validation else None,
             val_harmless=validation[1] if validation else None,
             model={"name": model.name, "system_prompt": system},
+            lengths=(train[0].instruction_tokens, train[1].instruction_tokens)
+            if remove_length else None,
         )  # fmt: skip
 
     def score(
@@ -186,6 +211,8 @@ class LatentGuard:
 
     def scores_from_activations(self, activations: torch.Tensor) -> torch.Tensor:
         """``Δ_harmful`` per prompt from its block inputs ``[N, L, d]`` in this guard's reading."""
+        if self.length_direction is not None:
+            activations = remove_direction(activations, self.length_direction)
         return belief_scores(
             activations, self.harmful_centroids, self.harmless_centroids, self.layers, self.centred
         )
@@ -202,6 +229,7 @@ class LatentGuard:
             "reading": self.reading,
             "layers": list(self.layers),
             "centred": self.centred,
+            "length": "kept" if self.length_direction is None else "removed",
             "tau": self.tau,
             "tau_rule": self.tau_rule,
             "model": self.model,
@@ -210,12 +238,15 @@ class LatentGuard:
 
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
+        tensors = {
+            "harmful_centroids": self.harmful_centroids,
+            "harmless_centroids": self.harmless_centroids,
+        }
+        if self.length_direction is not None:
+            tensors["length_direction"] = self.length_direction
         write_tensors(
             directory / GUARD_TENSORS,
-            {
-                "harmful_centroids": self.harmful_centroids,
-                "harmless_centroids": self.harmless_centroids,
-            },
+            tensors,
             {"layout": f"[layer (block input, {self.reading}), hidden]"},
         )
         write_json(directory / GUARD_RECORD, self.describe())
@@ -235,9 +266,10 @@ class LatentGuard:
             raise RefusalkitError(f"{record_path} is not valid JSON ({error})") from error
         if record.get("format") != GUARD_FORMAT:
             raise RefusalkitError(f"{record_path}: unknown guard format {record.get('format')!r}")
-        tensors = read_tensors(
-            directory / GUARD_TENSORS, ("harmful_centroids", "harmless_centroids")
-        )
+        # guards written before the length option read the activations as they are
+        removed = record.get("length") == "removed"
+        names = ("harmful_centroids", "harmless_centroids", "length_direction")
+        tensors = read_tensors(directory / GUARD_TENSORS, names if removed else names[:2])
         return LatentGuard(
             tensors["harmful_centroids"], tensors["harmless_centroids"],
             tuple(int(x) for x in record["layers"]), bool(record["centred"]),
@@ -245,6 +277,7 @@ class LatentGuard:
             # guards written before the reading was recorded read t_inst
             str(record.get("reading", "t_inst")), dict(record.get("model") or {}),
             dict(record.get("fit") or {}),
+            tensors["length_direction"] if removed else None,
         )  # fmt: skip
 
     def check_model(self, fingerprint: str | None) -> None:

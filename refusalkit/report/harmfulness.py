@@ -21,10 +21,11 @@ CLASSIFIER_NAMES = {
 
 
 def guard_settings_text(guard: dict[str, Any]) -> str:
-    """One line for a guard's ``describe()`` record: reading, layers, centring, τ."""
+    """One line for a guard's ``describe()`` record: reading, layers, centring, length, τ."""
+    length = "length direction removed" if guard.get("length") == "removed" else "length kept"
     return (
         f"{guard.get('reading', 't_inst')} reading, layers {guard['layers'][0]}–"
-        f"{guard['layers'][-1]}, {'centred' if guard['centred'] else 'raw'} cosines, "
+        f"{guard['layers'][-1]}, {'centred' if guard['centred'] else 'raw'} cosines, {length}, "
         f"τ = {guard['tau']:.4f} ({guard['tau_rule']})"
     )
 

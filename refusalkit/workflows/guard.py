@@ -17,7 +17,7 @@ import torch
 
 from refusalkit.config import RunConfig, placement, template_kwargs, validate
 from refusalkit.errors import RefusalkitError
-from refusalkit.harmfulness.features import read_features
+from refusalkit.harmfulness.features import PromptFeatures, read_features
 from refusalkit.harmfulness.guard import GUARD_RECORD, LatentGuard, parse_layer_range
 from refusalkit.harmfulness.metrics import precision_recall, set_accuracy
 from refusalkit.io import write_json, write_text
@@ -45,15 +45,17 @@ def fit_guard(config: RunConfig, out: Path, *, force: bool = False) -> LatentGua
     chat = build_chat_format(adapter.tokenizer, SystemPrompt.parse(config.system_prompt), kwargs)
     calibrate = config.guard_tau == "calibrated"
 
-    def activations(label: str, split: str) -> torch.Tensor:
+    def features(label: str, split: str) -> PromptFeatures:
         prompts = getattr(splits[label], split)
-        return read_features(
-            adapter, chat, prompts, config.batch_size, f"guard: {label} {split}"
-        ).reading(config.guard_reading)
+        return read_features(adapter, chat, prompts, config.batch_size, f"guard: {label} {split}")
 
+    def activations(label: str, split: str) -> torch.Tensor:
+        return features(label, split).reading(config.guard_reading)
+
+    train = {label: features(label, "train") for label in ("harmful", "harmless")}
     guard = LatentGuard.from_activations(
-        activations("harmful", "train"),
-        activations("harmless", "train"),
+        train["harmful"].reading(config.guard_reading),
+        train["harmless"].reading(config.guard_reading),
         layers=parse_layer_range(config.guard_layers, adapter.n_layers),
         centred=config.guard_centring == "centred",
         reading=config.guard_reading,
@@ -66,6 +68,8 @@ def fit_guard(config: RunConfig, out: Path, *, force: bool = False) -> LatentGua
             "chat_template_kwargs": kwargs,
             "dtype": config.dtype,
         },
+        lengths=(train["harmful"].instruction_tokens, train["harmless"].instruction_tokens)
+        if config.guard_length == "removed" else None,
     )  # fmt: skip
     guard.save(out)
     return guard

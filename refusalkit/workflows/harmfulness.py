@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from refusalkit.config import RunConfig
-from refusalkit.config.modes import GUARD_READINGS
+from refusalkit.config.modes import GUARD_LENGTHS, GUARD_READINGS
 from refusalkit.errors import RefusalkitError
 from refusalkit.evaluation.generation import generate
 from refusalkit.harmfulness.beliefs import (
@@ -219,6 +219,8 @@ def run_harmfulness(config: RunConfig, out: Path, *, force: bool = False) -> dic
             val_harmful=val["harmful"].reading(reading) if calibrate else None,
             val_harmless=val["harmless"].reading(reading) if calibrate else None,
             model=model_identity,
+            lengths=_train_lengths(train, harm_idx, harmless_idx)
+            if config.guard_length == "removed" else None,
         )  # fmt: skip
         guard.save(run_dir.file("guard"))
         settings_grid = _guard_settings_on_val(train, harm_idx, harmless_idx, val, adapter.n_layers)
@@ -304,6 +306,12 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _train_lengths(
+    train: PromptFeatures, harm_idx: list[int], harmless_idx: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    return train.instruction_tokens[harm_idx], train.instruction_tokens[harmless_idx]
+
+
 def _guard_settings_on_val(
     train: PromptFeatures,
     harm_idx: list[int],
@@ -312,13 +320,17 @@ def _guard_settings_on_val(
     n_layers: int,
 ) -> list[dict[str, Any]]:
     """Balanced accuracy on the validation prompts of every guard setting (reading × layer range
-    × raw or centred × τ = 0 or calibrated there): what the defaults were chosen by. Calibrated
-    rows are measured on the prompts τ was fitted on, so they are an upper bound of their kind."""
+    × raw or centred × length kept or removed × τ = 0 or calibrated there): what the defaults were
+    chosen by. Calibrated rows are measured on the prompts τ was fitted on, so they are an upper
+    bound of their kind."""
     rows = []
-    for reading, layer_range, centred in product(GUARD_READINGS, LAYER_RANGES, (False, True)):
+    lengths = _train_lengths(train, harm_idx, harmless_idx)
+    grid = product(GUARD_READINGS, LAYER_RANGES, (False, True), GUARD_LENGTHS)
+    for reading, layer_range, centred, length in grid:
         guard = LatentGuard.from_activations(
             train.reading(reading)[harm_idx], train.reading(reading)[harmless_idx],
             layers=parse_layer_range(layer_range, n_layers), centred=centred, reading=reading,
+            lengths=lengths if length == "removed" else None,
         )  # fmt: skip
         positive = guard.scores_from_features(val["harmful"])
         negative = guard.scores_from_features(val["harmless"])
@@ -326,7 +338,7 @@ def _guard_settings_on_val(
         for rule, tau in (("zero", 0.0), ("calibrated", calibrated.tau)):
             rows.append({
                 "reading": reading, "layers": layer_range, "centred": centred,
-                "tau_rule": rule, "tau": tau,
+                "length": length, "tau_rule": rule, "tau": tau,
                 "val_balanced_accuracy": balanced_accuracy(positive, negative, tau),
             })  # fmt: skip
     return rows
