@@ -298,6 +298,7 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
         "guard": {
             "layers": guard["layers"],
             "centred": guard["centred"],
+            "length": guard["length"],
             "tau": guard["tau"],
             "reading": guard["reading"],
             "test_balanced_accuracy": guard["pairs"]["test"]["balanced_accuracy"],
