@@ -1,8 +1,9 @@
 """The Latent Guard (Zhao et al., NeurIPS 2025; SPEC §8): a prompt is harmful iff its harmfulness
 belief score — the mean over a layer range of cos(h, harmful centroid) − cos(h, harmless
 centroid) — is at least ``tau``. ``h`` is read at ``t_inst`` (the paper's reading) or averaged over
-the instruction's tokens (``instruction_mean``). One forward over the prompt, no generation, no
-extra model.
+the instruction's tokens (``instruction_mean``), optionally less its component along the
+within-class length direction (``length_direction``). One forward over the prompt, no generation,
+no extra model.
 
 A guard is bound to the model it was fitted on: ``guard.json`` records the model and the checksum
 of its weights, and loading it next to another model is refused.
@@ -44,11 +45,11 @@ GUARD_RECORD = "guard.json"
 GUARD_FORMAT = 1
 
 # Measured on the default model (README, "Harmfulness is not refusal";
-# benchmarks/guard_transfer.py): on 64 + 64 built-in validation prompts the instruction mean with
-# centred cosines over the second half of the layers and tau calibrated there tied for the best
-# balanced accuracy (0.875, with raw cosines over every layer) and of the two it held up best on
-# prompts of another style; every t_inst setting was lower (at most 0.82) and most fell to 0.500
-# on another style. Raw cosines with tau = 0 (the paper's rule) were at most 0.78.
+# benchmarks/guard_transfer.py, results 2026-12-05): on 64 + 64 built-in validation prompts the
+# instruction mean with centred cosines over the second half of the layers, the length direction
+# removed and tau calibrated there measured best of the centroid guards (0.945; 0.875 with the
+# length kept); every t_inst setting was lower (at most 0.82) and most fell to 0.500 on another
+# style. Raw cosines with tau = 0 and the length kept (the paper's rule) were at most 0.78.
 DEFAULT_CENTRED = DEFAULT_GUARD_CENTRING == "centred"
 DEFAULT_REMOVE_LENGTH = DEFAULT_GUARD_LENGTH == "removed"
 
@@ -89,7 +90,7 @@ def parse_layer_range(text: str, n_layers: int) -> tuple[int, ...]:
 
 @dataclass
 class LatentGuard:
-    harmful_centroids: torch.Tensor  # [L, d] float64, t_inst, harmful train prompts
+    harmful_centroids: torch.Tensor  # [L, d] float64, in `reading`, harmful train prompts
     harmless_centroids: torch.Tensor  # [L, d] float64
     layers: tuple[int, ...]
     centred: bool
