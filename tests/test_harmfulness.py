@@ -368,6 +368,13 @@ def test_harmfulness_command_writes_the_contract(model_dir, tmp_path, capsys):
     assert summary["workflow"] == "harmfulness" and summary["groups"] == groups
     html = (out / "report.html").read_text()
     assert html.count("data:image/svg+xml") == 3 and "Reply inversion" in html
+    # the settings grid, best first, in both reports: one row per setting
+    markdown = (out / "report.md").read_text()
+    grid = markdown[markdown.index("## Guard settings on the validation prompts") :]
+    assert grid.count("| instruction_mean |") + grid.count("| t_inst |") == 32
+    best = max(row["val_balanced_accuracy"] for row in record["guard_settings"])
+    assert grid.split("\n|---|---|---|---|---|---|\n")[1].split(" |\n")[0].endswith(f"{best:.3f}")
+    assert "Guard settings on the validation prompts" in html
     code, _, err = _cli(capsys, "report", out)  # re-rendered from the finished directory
     assert code == 0, err
     assert (out / "report.html").read_text() == html

@@ -81,6 +81,29 @@ def _markdown_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+SETTINGS_HEADERS = ["reading", "layers", "cosines", "length", "τ", "validation balanced accuracy"]
+
+
+def settings_rows(record: Mapping[str, Any]) -> list[list[str]]:
+    """The guard settings compared on the run's validation prompts (``guard_settings``), best
+    first: what the defaults are checked against on the user's own prompts."""
+    grid = sorted(record.get("guard_settings", []), key=lambda r: -r["val_balanced_accuracy"])
+    return [
+        [
+            row["reading"], row["layers"], "centred" if row["centred"] else "raw",
+            row.get("length", "kept"), f"{row['tau_rule']} ({row['tau']:.4f})",
+            f"{row['val_balanced_accuracy']:.3f}",
+        ]
+        for row in grid
+    ]  # fmt: skip
+
+
+SETTINGS_NOTE = (
+    "Every guard setting on this run's validation prompts; calibrated rows are measured on the "
+    "prompts their τ was fitted on, an upper bound of their kind."
+)
+
+
 def render_harmfulness_markdown(record: Mapping[str, Any], provenance: Mapping[str, Any]) -> str:
     groups = record["groups"]
     cosines = [c for c in record["cosine_harmfulness_refusal"] if c == c]
@@ -107,6 +130,12 @@ def render_harmfulness_markdown(record: Mapping[str, Any], provenance: Mapping[s
         "",
         f"Latency per prompt: guard forward {latency['guard_forward'] * 1000:.1f} ms vs a "
         f"{latency['generation_tokens']}-token generation {latency['generation'] * 1000:.0f} ms.",
+        "",
+        "## Guard settings on the validation prompts",
+        "",
+        SETTINGS_NOTE,
+        "",
+        _markdown_table(SETTINGS_HEADERS, settings_rows(record)),
         "",
         f"Model: {provenance.get('model', {}).get('spec', record['model'])}.",
     ]
@@ -166,5 +195,10 @@ def render_harmfulness_html(record: Mapping[str, Any]) -> str:
         f"<p>Guard: {_e(guard_settings_text(guard))}. Accuracy per set (flagged harmful / n; "
         "95% CI).</p>",
         table([_e(h) for h in headers], [[td(_e(c)) for c in row] for row in rows]),
+        f"<h2>Guard settings on the validation prompts</h2><p>{_e(SETTINGS_NOTE)}</p>",
+        table(
+            [_e(h) for h in SETTINGS_HEADERS],
+            [[td(_e(c)) for c in row] for row in settings_rows(record)],
+        ),
     ]
     return page(f"harmfulness — {record['model']}", "".join(body))
