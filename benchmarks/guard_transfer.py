@@ -66,15 +66,13 @@ def main() -> int:
     for item in args.extra_harmful:
         name, _, path = item.partition("=")
         extra[name] = read(load_prompts(Path(path))[0], f"{name} (harmful)")
-    lengths = (train["harmful"].instruction_tokens, train["harmless"].instruction_tokens)
     rows = []
     for reading, layer_range in product(GUARD_READINGS, ("all", "second-half")):
         layers = parse_layer_range(layer_range, model.n_layers)
         for centred, length in product((False, True), GUARD_LENGTHS):
-            guard = LatentGuard.from_activations(
-                train["harmful"].reading(reading), train["harmless"].reading(reading),
-                layers=layers, centred=centred, reading=reading,
-                lengths=lengths if length == "removed" else None,
+            guard = LatentGuard.from_features(
+                train["harmful"], train["harmless"],
+                layers=layers, centred=centred, reading=reading, remove_length=length == "removed",
             )  # fmt: skip
             calibrated = calibrate_threshold(
                 guard.scores_from_features(val["harmful"]),

@@ -206,6 +206,9 @@ def test_instruction_mean_is_the_hidden_states_averaged_over_the_instruction(fam
                                        rtol=1e-4, atol=1e-5)  # fmt: skip
         assert features.reading("instruction_mean") is features.instruction_mean
         assert features.reading("t_inst") is features.inst
+    picked = features.select([2, 0])
+    for name in ("inst", "post", "instruction_mean", "refusal_log_odds", "instruction_tokens"):
+        assert torch.equal(getattr(picked, name), getattr(features, name)[[2, 0]])
 
 
 @pytest.mark.parametrize("tokenizer", [lambda: make_tokenizer("chatml"), make_inst_tokenizer],

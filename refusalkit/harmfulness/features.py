@@ -43,6 +43,14 @@ class PromptFeatures:
         """The guard's input: ``t_inst`` (the paper's) or ``instruction_mean``."""
         return self.inst if check_reading(name) == "t_inst" else self.instruction_mean
 
+    def select(self, rows: Sequence[int]) -> PromptFeatures:
+        """These prompts' rows only (the same measured latency)."""
+        index = list(rows)
+        return PromptFeatures(
+            self.inst[index], self.post[index], self.instruction_mean[index],
+            self.refusal_log_odds[index], self.instruction_tokens[index], self.seconds_per_prompt,
+        )  # fmt: skip
+
 
 def check_reading(name: str) -> str:
     if name not in GUARD_READINGS:

@@ -144,6 +144,34 @@ class LatentGuard:
         return guard
 
     @staticmethod
+    def from_features(
+        harmful: PromptFeatures,
+        harmless: PromptFeatures,
+        *,
+        layers: Sequence[int],
+        centred: bool = DEFAULT_CENTRED,
+        reading: str = DEFAULT_GUARD_READING,
+        remove_length: bool = DEFAULT_REMOVE_LENGTH,
+        val_harmful: PromptFeatures | None = None,
+        val_harmless: PromptFeatures | None = None,
+        model: dict[str, Any] | None = None,
+    ) -> LatentGuard:
+        """``from_activations`` on read prompts: their ``reading``, and their instruction token
+        counts when ``remove_length``."""
+        validation = None
+        if val_harmful is not None and val_harmless is not None:
+            validation = val_harmful.reading(reading), val_harmless.reading(reading)
+        return LatentGuard.from_activations(
+            harmful.reading(reading), harmless.reading(reading),
+            layers=layers, centred=centred, reading=reading,
+            val_harmful=validation[0] if validation else None,
+            val_harmless=validation[1] if validation else None,
+            model=model,
+            lengths=(harmful.instruction_tokens, harmless.instruction_tokens)
+            if remove_length else None,
+        )  # fmt: skip
+
+    @staticmethod
     def fit(
         model: ModelAdapter,
         harmful: Sequence[str | Prompt],
@@ -167,20 +195,16 @@ class LatentGuard:
             return _features(model, chat, prompts, batch_size)
 
         check_reading(reading)  # before any forward
-        validation = None
+        validation: tuple[PromptFeatures | None, PromptFeatures | None] = (None, None)
         if val_harmful is not None and val_harmless is not None:
-            validation = [features(v).reading(reading) for v in (val_harmful, val_harmless)]
+            validation = features(val_harmful), features(val_harmless)
         if layers is None:
             layers = parse_layer_range(DEFAULT_GUARD_LAYERS, model.n_layers)
-        train = features(harmful), features(harmless)
-        return LatentGuard.from_activations(
-            train[0].reading(reading), train[1].reading(reading),
-            layers=layers, centred=centred, reading=reading,
-            val_harmful=validation[0] if validation else None,
-            val_harmless=validation[1] if validation else None,
+        return LatentGuard.from_features(
+            features(harmful), features(harmless),
+            layers=layers, centred=centred, reading=reading, remove_length=remove_length,
+            val_harmful=validation[0], val_harmless=validation[1],
             model={"name": model.name, "system_prompt": system},
-            lengths=(train[0].instruction_tokens, train[1].instruction_tokens)
-            if remove_length else None,
         )  # fmt: skip
 
     def score(

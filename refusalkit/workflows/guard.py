@@ -13,8 +13,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from refusalkit.config import RunConfig, placement, template_kwargs, validate
 from refusalkit.errors import RefusalkitError
 from refusalkit.harmfulness.features import PromptFeatures, read_features
@@ -49,18 +47,15 @@ def fit_guard(config: RunConfig, out: Path, *, force: bool = False) -> LatentGua
         prompts = getattr(splits[label], split)
         return read_features(adapter, chat, prompts, config.batch_size, f"guard: {label} {split}")
 
-    def activations(label: str, split: str) -> torch.Tensor:
-        return features(label, split).reading(config.guard_reading)
-
-    train = {label: features(label, "train") for label in ("harmful", "harmless")}
-    guard = LatentGuard.from_activations(
-        train["harmful"].reading(config.guard_reading),
-        train["harmless"].reading(config.guard_reading),
+    guard = LatentGuard.from_features(
+        features("harmful", "train"),
+        features("harmless", "train"),
         layers=parse_layer_range(config.guard_layers, adapter.n_layers),
         centred=config.guard_centring == "centred",
         reading=config.guard_reading,
-        val_harmful=activations("harmful", "val") if calibrate else None,
-        val_harmless=activations("harmless", "val") if calibrate else None,
+        remove_length=config.guard_length == "removed",
+        val_harmful=features("harmful", "val") if calibrate else None,
+        val_harmless=features("harmless", "val") if calibrate else None,
         model={
             "name": config.model,
             "fingerprint": model_checksum(resolved.fingerprint),
@@ -68,8 +63,6 @@ def fit_guard(config: RunConfig, out: Path, *, force: bool = False) -> LatentGua
             "chat_template_kwargs": kwargs,
             "dtype": config.dtype,
         },
-        lengths=(train["harmful"].instruction_tokens, train["harmless"].instruction_tokens)
-        if config.guard_length == "removed" else None,
     )  # fmt: skip
     guard.save(out)
     return guard

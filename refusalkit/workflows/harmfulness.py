@@ -213,14 +213,13 @@ def run_harmfulness(config: RunConfig, out: Path, *, force: bool = False) -> dic
         model_identity = {"name": config.model, "fingerprint": model_checksum(resolved.fingerprint)}
         reading = config.guard_reading
         calibrate = config.guard_tau == "calibrated"
-        guard = LatentGuard.from_activations(
-            train.reading(reading)[harm_idx], train.reading(reading)[harmless_idx],
+        guard = LatentGuard.from_features(
+            train.select(harm_idx), train.select(harmless_idx),
             layers=layers, centred=centred, reading=reading,
-            val_harmful=val["harmful"].reading(reading) if calibrate else None,
-            val_harmless=val["harmless"].reading(reading) if calibrate else None,
+            remove_length=config.guard_length == "removed",
+            val_harmful=val["harmful"] if calibrate else None,
+            val_harmless=val["harmless"] if calibrate else None,
             model=model_identity,
-            lengths=_train_lengths(train, harm_idx, harmless_idx)
-            if config.guard_length == "removed" else None,
         )  # fmt: skip
         guard.save(run_dir.file("guard"))
         settings_grid = _guard_settings_on_val(train, harm_idx, harmless_idx, val, adapter.n_layers)
@@ -307,12 +306,6 @@ def _summary(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _train_lengths(
-    train: PromptFeatures, harm_idx: list[int], harmless_idx: list[int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    return train.instruction_tokens[harm_idx], train.instruction_tokens[harmless_idx]
-
-
 def _guard_settings_on_val(
     train: PromptFeatures,
     harm_idx: list[int],
@@ -325,13 +318,13 @@ def _guard_settings_on_val(
     chosen by. Calibrated rows are measured on the prompts τ was fitted on, so they are an upper
     bound of their kind."""
     rows = []
-    lengths = _train_lengths(train, harm_idx, harmless_idx)
+    harmful, harmless = train.select(harm_idx), train.select(harmless_idx)
     grid = product(GUARD_READINGS, LAYER_RANGES, (False, True), GUARD_LENGTHS)
     for reading, layer_range, centred, length in grid:
-        guard = LatentGuard.from_activations(
-            train.reading(reading)[harm_idx], train.reading(reading)[harmless_idx],
+        guard = LatentGuard.from_features(
+            harmful, harmless,
             layers=parse_layer_range(layer_range, n_layers), centred=centred, reading=reading,
-            lengths=lengths if length == "removed" else None,
+            remove_length=length == "removed",
         )  # fmt: skip
         positive = guard.scores_from_features(val["harmful"])
         negative = guard.scores_from_features(val["harmless"])
